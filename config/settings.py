@@ -1,0 +1,42 @@
+"""The root settings object: every section, validated once at start-up, then frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from config._base import Section
+from config.gateway import (
+    ForwardingSettings,
+    LimitsSettings,
+    LoggingSettings,
+    ServerSettings,
+    UpstreamSettings,
+)
+
+
+class RedisSettings(Section):
+    url: str | None = Field(
+        None,
+        description="redis:// or rediss:// URL; unset = embedded in-process store (one process only).",
+    )
+    timeout: float = Field(0.25, gt=0, description="Seconds a Redis round trip may take on the hot path.")
+
+
+class Settings(Section):
+    """Everything the gateway is configured with. Build it with `config.loader.load_settings`."""
+
+    mode: Literal["enforce", "shadow"] = Field(
+        "enforce", description="enforce: act on decisions; shadow: record them and change nothing."
+    )
+    data_dir: Path = Field(
+        Path("./data"), description="Where the embedded stores, spool file and models live."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    forwarding: ForwardingSettings = Field(default_factory=ForwardingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)

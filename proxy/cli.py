@@ -1,0 +1,160 @@
+"""`behaviorgate` command line: serve, check-config, sample-upstream."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from config.loader import ConfigError, load_settings
+from config.settings import Settings
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "upstream", None):
+        out.setdefault("upstream", {})["url"] = args.upstream
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out.setdefault("server", {})[name] = value
+    if getattr(args, "mode", None):
+        out["mode"] = args.mode
+    return out
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"behaviorgate: config: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        return
+    uvloop.install()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings.server.workers > 1 and not args.worker:
+        return _supervise(settings, args)
+    from aiohttp import web
+
+    from proxy.app import create_app, server_options
+    from proxy.logs import configure_logging
+
+    configure_logging(settings.logging)
+    _install_uvloop()
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        reuse_port=settings.server.workers > 1 or args.worker,
+        access_log=None,
+        print=(lambda *_: None) if args.worker else _announce(settings),
+        **server_options(settings),
+    )
+    return 0
+
+
+def _announce(settings: Settings) -> Any:
+    def say(*_: Any) -> None:
+        print(
+            f"behaviorgate: listening on http://{settings.server.host}:{settings.server.port} "
+            f"→ {settings.upstream.url} (mode={settings.mode})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return say
+
+
+def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    """Run N single-worker processes on one port (SO_REUSEPORT) and relay signals to them."""
+    argv = [sys.executable, "-m", "proxy.cli", *sys.argv[1:], "--worker"]
+    children = [subprocess.Popen(argv) for _ in range(settings.server.workers)]  # noqa: S603
+
+    def relay(signum: int, _: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    print(
+        f"behaviorgate: {len(children)} workers on http://{settings.server.host}:{settings.server.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    print(f"behaviorgate: config OK (upstream {settings.upstream.url}, mode {settings.mode})")
+    return 0
+
+
+def cmd_sample_upstream(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from proxy.sample_upstream import create_sample_upstream
+
+    _install_uvloop()
+    web.run_app(
+        create_sample_upstream(jwt_secret=args.jwt_secret, latency_scale=args.latency_scale),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=lambda *_: print(f"sample upstream on http://{args.host}:{args.port}", file=sys.stderr, flush=True),
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="behaviorgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", help="YAML settings file (default: built-in defaults)")
+    serve.add_argument("--upstream", help="base URL of the protected service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--mode", choices=("enforce", "shadow"))
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a settings file and exit")
+    check.add_argument("--config", "-c")
+    check.set_defaults(func=cmd_check_config)
+
+    sample = sub.add_parser("sample-upstream", help="run the bundled ExpenseFlow-like sample API")
+    sample.add_argument("--host", default="127.0.0.1")
+    sample.add_argument("--port", type=int, default=8000)
+    sample.add_argument("--jwt-secret", default=os.environ.get("BEHAVIORGATE_DEMO_JWT_SECRET", "demo-secret-change-me-0123456789abcdef"))
+    sample.add_argument("--latency-scale", type=float, default=1.0)
+    sample.set_defaults(func=cmd_sample_upstream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
