@@ -25,6 +25,13 @@ class RedisSettings(Section):
     timeout: float = Field(0.25, gt=0, description="Seconds a Redis round trip may take on the hot path.")
 
 
+class ScoringSettings(Section):
+    enabled: bool = Field(True, description="Score requests; off = a plain policy-aware proxy (benchmarks).")
+    budget_ms: float = Field(
+        25.0, gt=0, le=10_000, description="Time the history read + scoring may take before the fail policy applies."
+    )
+
+
 class Settings(Section):
     """Everything the gateway is configured with. Build it with `config.loader.load_settings`."""
 
@@ -40,3 +47,4 @@ class Settings(Section):
     forwarding: ForwardingSettings = Field(default_factory=ForwardingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)

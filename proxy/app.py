@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -22,12 +23,19 @@ FORWARDER = web.AppKey("forwarder", Forwarder)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+_RID_PREFIX = secrets.token_hex(8)
+_rid_counter = itertools.count(1)
+
+
 def request_id(request: web.BaseRequest) -> str:
-    """The client's X-Request-ID when it is a sane token, otherwise a fresh one."""
+    """The client's X-Request-ID when it is a sane token, otherwise a fresh one.
+
+    Fresh ids are a random per-process prefix plus a counter: unique without a syscall per request.
+    """
     incoming = request.headers.get("X-Request-ID")
     if incoming and _REQUEST_ID_OK.match(incoming):
         return incoming
-    return secrets.token_hex(12)
+    return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
 def header_problem(request: web.BaseRequest, settings: Settings) -> web.Response | None:

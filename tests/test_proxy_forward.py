@@ -324,10 +324,13 @@ async def test_upstream_garbage_is_502_json(gateway):
         server.close()
 
 
-async def test_upstream_reset_mid_body_cuts_the_client_connection(gateway):
+@pytest.mark.parametrize("declared", [100, 1_000_000])
+async def test_upstream_reset_mid_body_is_never_a_complete_answer(gateway, declared):
+    """A small body is read whole first (→ 502); a streamed one cuts the client connection."""
+
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\npartial" % declared)
         await writer.drain()
         writer.transport.abort()
 
@@ -338,9 +341,12 @@ async def test_upstream_reset_mid_body_cuts_the_client_connection(gateway):
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(req("/r"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert b"Content-Length: 100" in head
-        rest = await asyncio.wait_for(reader.read(), 5)  # EOF, not 100 bytes
-        assert len(rest) < 100
+        if declared == 100:
+            assert head.startswith(b"HTTP/1.1 502")
+        else:
+            assert b"Content-Length: 1000000" in head
+            rest = await asyncio.wait_for(reader.read(), 5)  # EOF long before the declared length
+            assert len(rest) < declared
         writer.close()
     finally:
         server.close()
