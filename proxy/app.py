@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 from config.settings import Settings
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
+from proxy.websocket import is_websocket_upgrade
 
 log = structlog.get_logger("behaviorgate")
 
@@ -83,6 +84,10 @@ class Gateway:
         if problem is not None:
             return problem
         peer = request.remote or ""
+        if is_websocket_upgrade(request):
+            return await self.forwarder.forward_websocket(
+                request, forwarded=self.forwarded_headers(request, peer), extra_headers={"X-Request-ID": rid}
+            )
         response = await self.forwarder.forward(
             request,
             forwarded=self.forwarded_headers(request, peer),

@@ -19,6 +19,7 @@ from yarl import URL
 
 from config.gateway import LimitsSettings, ServerSettings, UpstreamSettings
 from proxy.errors import json_error
+from proxy.websocket import relay_websocket
 
 # RFC 9110 §7.6.1 plus the de-facto ones; names listed in Connection are removed too.
 HOP_BY_HOP = frozenset(
@@ -181,6 +182,18 @@ class Forwarder:
                 failure.append(BodyTooLarge())
                 raise failure[-1]
             yield chunk
+
+    async def forward_websocket(
+        self, request: web.Request, *, forwarded: Mapping[str, str], extra_headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        assert self._session is not None, "Forwarder.start() was not awaited"
+        headers = upstream_request_headers(
+            _decode_raw(request.raw_headers),
+            forwarded=forwarded,
+            extra=extra_headers,
+            preserve_host=self._upstream.preserve_host,
+        )
+        return await relay_websocket(request, self._session, self.target_url(request.raw_path), headers)
 
     async def forward(
         self,

@@ -396,3 +396,33 @@ async def test_conflicting_framing_is_refused(upstream, gateway):
     resp = await raw_exchange(gw.port, dup)
     assert resp.status == 400
     assert upstream.seen == []
+
+
+async def test_websocket_upgrade_is_relayed_both_ways(upstream, gateway):
+    async def ws_echo(request: web.Request, __) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("v2.proto",))
+        await ws.prepare(request)
+        await ws.send_str("hello from upstream " + request.headers.get("X-Trace", ""))
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data[::-1])
+        return ws
+
+    upstream.read_body = False
+    upstream.behaviour = ws_echo
+    gw = await gateway()
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            f"http://127.0.0.1:{gw.port}/ws", protocols=("v1.proto", "v2.proto"), headers={"X-Trace": "t1"}
+        ) as ws:
+            assert ws.protocol == "v2.proto"
+            assert (await ws.receive_str(timeout=5)) == "hello from upstream t1"
+            await ws.send_str("ping")
+            assert (await ws.receive_str(timeout=5)) == "echo:ping"
+            await ws.send_bytes(b"\x00\x01\x02")
+            assert (await ws.receive_bytes(timeout=5)) == b"\x02\x01\x00"
+    assert upstream.seen[-1].raw_path == "/ws"
