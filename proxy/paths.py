@@ -219,6 +219,10 @@ class PathPolicy:
             return self._match(method, raw_path)
         return self._cached_match(method, raw_path)
 
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits, misses and size of the match cache (for metrics)."""
+        return self._cached_match.cache_info()
+
     def _match(self, method: str, raw_path: str) -> PathMatch:
         normalized = normalize(raw_path, case_insensitive=self._settings.case_insensitive)
         if normalized.rejected is not None:
