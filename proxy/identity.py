@@ -30,6 +30,7 @@ __all__ = (
     "IdentityError",
     "IdentityResolver",
     "TrustedNetworks",
+    "anonymous_session",
     "client_ip",
     "parse_ip",
 )
