@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 import time
@@ -107,7 +108,7 @@ class Gateway:
 
     async def internal(self, request: web.Request, sub: str) -> web.Response:
         if sub == "/healthz":
-            return json_response(200, {"status": "ok"})
+            return json_response(200, {"status": "ok", "pid": os.getpid()})
         if sub == "/readyz":
             status = 200 if self.ready else 503
             return json_response(status, {"ready": self.ready})

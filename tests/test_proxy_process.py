@@ -1,0 +1,84 @@
+"""The gateway as a real process: several workers on one port, SIGTERM drains in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+from aiohttp import web
+
+from bench.procs import free_port, wait_port
+
+
+def start_gateway(upstream_port: int, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false", "BEHAVIORGATE_SERVER__SHUTDOWN_TIMEOUT": "10"}
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{upstream_port}",
+         "--port", str(port), *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+async def wait_ready(port: int) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, wait_port, port, 30.0)
+
+
+async def test_two_workers_share_one_port(aiohttp_server):
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"ok": 1})
+
+    app = web.Application()
+    app.router.add_get("/x", ok)
+    up = await aiohttp_server(app)
+    port = free_port()
+    proc = start_gateway(up.port, port, "--workers", "2")
+    try:
+        await wait_ready(port)
+        pids = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            async with aiohttp.ClientSession() as s:  # a new connection each time
+                async with s.get(f"http://127.0.0.1:{port}/_behaviorgate/healthz") as r:
+                    pids.add((await r.json())["pid"])
+        assert len(pids) == 2 and proc.pid not in pids
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/x") as r:
+            assert r.status == 200 and await r.json() == {"ok": 1}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+async def test_sigterm_drains_in_flight_requests(aiohttp_server):
+    started = asyncio.Event()
+
+    async def slow(_: web.Request) -> web.Response:
+        started.set()
+        await asyncio.sleep(1.5)
+        return web.json_response({"finished": True})
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    up = await aiohttp_server(app)
+    port = free_port()
+    proc = start_gateway(up.port, port)
+    try:
+        await wait_ready(port)
+        async with aiohttp.ClientSession() as s:
+            pending = asyncio.create_task(s.get(f"http://127.0.0.1:{port}/slow"))
+            await asyncio.wait_for(started.wait(), 10)
+            proc.send_signal(signal.SIGTERM)
+            resp = await asyncio.wait_for(pending, 15)
+            assert resp.status == 200 and json.loads(await resp.text()) == {"finished": True}
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
+        assert code == 0
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
