@@ -24,7 +24,7 @@ class HistorySettings(Section):
     session_ttl_seconds: int = Field(
         86_400,
         ge=60,
-        description="A session's events and first-seen time expire after this long without traffic.",
+        description="A session's events and first-seen time expire after this long idle.",
     )
     baseline_short_days: int = Field(
         7, ge=1, le=365, description="Short baseline window (IP and network diversity), days."

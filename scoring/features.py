@@ -116,8 +116,15 @@ MAX_CYCLE_LAG = 8
 UNUSUAL_HOUR_MIN_OBS = 20.0
 #: ... and fires when the current hour ±1 holds less than this share of them.
 UNUSUAL_HOUR_SHARE = 0.02
-_METHOD_RISK = {"GET": 0.0, "HEAD": 0.0, "OPTIONS": 0.0, "POST": 1.0, "PUT": 2.0, "PATCH": 2.0,
-                "DELETE": 3.0}
+_METHOD_RISK = {
+    "GET": 0.0,
+    "HEAD": 0.0,
+    "OPTIONS": 0.0,
+    "POST": 1.0,
+    "PUT": 2.0,
+    "PATCH": 2.0,
+    "DELETE": 3.0,
+}
 _LOG2_24 = math.log2(24.0)
 _AUTH_FAIL = (401, 403)
 
@@ -157,19 +164,21 @@ def _entropy_bits(counts: np.ndarray) -> float:
     if total <= 0:
         return 0.0
     p = counts[counts > 0] / total
-    return float(-np.dot(p, np.log2(p)))
+    return max(0.0, -float(np.dot(p, np.log2(p))))
 
 
 def _distinct(codes: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(codes)))
 
 
-def _temporal(out: np.ndarray, times: np.ndarray, now: float, local: tuple[float, int],
-              hist: np.ndarray) -> None:
+def _temporal(
+    out: np.ndarray, times: np.ndarray, now: float, local: tuple[float, int], hist: np.ndarray
+) -> None:
     """``times``: earlier events' times, clamped to ``now`` and sorted, then ``now`` itself."""
     n = times.shape[0] - 1
-    c1, c5, c60 = (n - np.searchsorted(times[:-1], (now - 60.0, now - 300.0, now - 3600.0),
-                                       side="right")).tolist()
+    c1, c5, c60 = (
+        n - np.searchsorted(times[:-1], (now - 60.0, now - 300.0, now - 3600.0), side="right")
+    ).tolist()
     out[0], out[1], out[2] = c1, c5 / 5.0, c60 / 60.0
     out[3] = c1 - c5 / 5.0
     out[4] = min(now - float(times[-2]), NO_GAP_S) if n else NO_GAP_S
@@ -230,7 +239,7 @@ def _pair_counts(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _regularity(pair_ids: np.ndarray, pair_counts: np.ndarray, width: int, n_routes: int) -> float:
-    """1 − H(next | previous) / log2(routes): 1 when each route always leads to the same next one."""
+    """1 − H(next | previous) / log2(routes); 1 when each route always has the same successor."""
     prev = pair_ids // width
     out_of_prev = np.bincount(prev, weights=pair_counts)[prev]
     n = float(pair_counts.sum())
@@ -250,8 +259,9 @@ def _cyclic(s: np.ndarray) -> float:
     lags = min(MAX_CYCLE_LAG, m // 2)
     s = np.ascontiguousarray(s)
     # Row i is s[i : i + lags + 1], a strided view (no copy) over the contiguous codes.
-    window = np.ndarray((m - lags, lags + 1), dtype=s.dtype, buffer=s,
-                        strides=(s.itemsize, s.itemsize))
+    window = np.ndarray(
+        (m - lags, lags + 1), dtype=s.dtype, buffer=s, strides=(s.itemsize, s.itemsize)
+    )
     agree = (window[:, 1:] == window[:, :1]).sum(axis=0).tolist()
     return max(0.0, (max(agree[1:]) - agree[0]) / (m - lags))
 
@@ -265,14 +275,20 @@ def _slope(y: np.ndarray) -> float:
     return float(np.dot(x, y) / np.dot(x, x))
 
 
+def _smoothed(count: float, total: float) -> float:
+    """(count + ½) / (total + 1) in [0, 1]: ½ without evidence, → 1 for the habitual next step."""
+    count, total = max(count, 0.0), max(total, 0.0)
+    return min(1.0, (count + 0.5) / (total + 1.0))
+
+
 def _sequence(out: np.ndarray, snap: HistorySnapshot, s: np.ndarray) -> None:
     m = s.shape[0]
     if m >= 3:
         pair_ids, pair_counts, width = _pair_counts(s)
         out[27] = 1.0 - pair_ids.shape[0] / (m - 1)
         out[30] = _regularity(pair_ids, pair_counts, width, _distinct(s))
-    out[28] = (snap.bigram_count + 0.5) / (snap.bigram_total + 1.0)
-    out[29] = (snap.trigram_count + 0.5) / (snap.trigram_total + 1.0)
+    out[28] = _smoothed(snap.bigram_count, snap.bigram_total)
+    out[29] = _smoothed(snap.trigram_count, snap.trigram_total)
     out[31] = _cyclic(s)
     out[32] = np.count_nonzero(s[1:] != s[:-1]) / (m - 1) if m >= 2 else 0.0
     out[33] = _slope(snap.score[-TREND_WINDOW:])
@@ -288,8 +304,16 @@ def _session_age(snap: HistorySnapshot, t: np.ndarray, now: float) -> float:
     return min(max(now - first, 0.0), MAX_SESSION_AGE_S)
 
 
-def _context(out: np.ndarray, snap: HistorySnapshot, ctx: RequestContext, t: np.ndarray,
-             now: float, local: tuple[float, int], device: str, hist: np.ndarray) -> None:
+def _context(
+    out: np.ndarray,
+    snap: HistorySnapshot,
+    ctx: RequestContext,
+    t: np.ndarray,
+    now: float,
+    local: tuple[float, int],
+    device: str,
+    hist: np.ndarray,
+) -> None:
     hour, dow = local
     out[34] = min(max(ctx.sensitivity, 0), 3)
     out[35] = _METHOD_RISK.get(ctx.method.upper(), 1.0)
@@ -312,8 +336,15 @@ def _unusual_hour(hist: np.ndarray, hour: float) -> float:
     return 1.0 if near / total < UNUSUAL_HOUR_SHARE else 0.0
 
 
-def _graph(out: np.ndarray, snap: HistorySnapshot, ctx: RequestContext, routes: np.ndarray,
-           hour: float, device: str, hist: np.ndarray) -> None:
+def _graph(
+    out: np.ndarray,
+    snap: HistorySnapshot,
+    ctx: RequestContext,
+    routes: np.ndarray,
+    hour: float,
+    device: str,
+    hist: np.ndarray,
+) -> None:
     out[44] = snap.other_sessions_24h + 1
     out[45] = snap.concurrent_sessions
     out[46] = max(snap.avg_session_duration_s, 0.0)
@@ -331,8 +362,9 @@ def _graph(out: np.ndarray, snap: HistorySnapshot, ctx: RequestContext, routes: 
     out[58] = _unusual_hour(hist, hour)
 
 
-def extract(snapshot: HistorySnapshot, ctx: RequestContext, now: float,
-            tz: str | tzinfo = "UTC") -> np.ndarray:
+def extract(
+    snapshot: HistorySnapshot, ctx: RequestContext, now: float, tz: str | tzinfo = "UTC"
+) -> np.ndarray:
     """The feature vector of one request.
 
     Parameters

@@ -1,4 +1,4 @@
-"""User-agent string → coarse device fingerprint ``family|os|class`` (e.g. ``chrome|windows|desktop``).
+"""User-agent string → coarse device fingerprint ``family|os|class`` (``chrome|windows|desktop``).
 
 A fingerprint is deliberately coarse: it must stay the same across browser updates (so a user's
 device is recognised next week) yet change when a session moves to another browser, OS or kind of
