@@ -163,7 +163,8 @@ def _entropy_bits(counts: np.ndarray) -> float:
     total = float(counts.sum())
     if total <= 0:
         return 0.0
-    p = counts[counts > 0] / total
+    p = counts / total
+    p = p[p > 0]  # after dividing: a subnormal count can round to 0
     return max(0.0, -float(np.dot(p, np.log2(p))))
 
 

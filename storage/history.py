@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError
 from config.history import HistorySettings
 from scoring.context import EventOutcome, HistorySnapshot, RequestContext, network_of, severity_of
 from scoring.useragent import fingerprint
-from storage.keys import KeySpace, OwnerKeys
+from storage.keys import KeySpace
 from storage.redis_conn import PipelineBatcher, RoundTripCounter, round_trips
 
 SEP = "\x1f"
