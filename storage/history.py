@@ -295,6 +295,12 @@ class HistoryStore:
         """Round trips (and bytes) sent by the underlying client so far."""
         return round_trips(self._redis)
 
+    async def load_scripts(self) -> None:
+        """Load both scripts into the server's cache (at start-up), so the first request does
+        not pay the NOSCRIPT → EVAL fallback's extra round trip."""
+        for script in (READ_LUA, RECORD_LUA):
+            await self._redis.script_load(script)
+
     # -- read ------------------------------------------------------------------------------------
 
     async def read(self, ctx: RequestContext) -> HistorySnapshot:
