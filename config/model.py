@@ -147,7 +147,7 @@ class DriftSettings(Section):
         0.5,
         ge=0.0,
         le=1.0,
-        description="Weight of the drifting-feature share in the overall score (rest: score drift).",
+        description="Weight of the drifting-feature share in the overall score (rest: scores).",
     )
     reference_sample_size: int = Field(
         1000, ge=10, le=100_000, description="Training rows kept in the bundle for KS tests."

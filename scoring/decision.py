@@ -14,7 +14,7 @@ from config.model import ThresholdSettings
 __all__ = ["Decision", "decide", "most_severe"]
 
 
-class Decision(str, Enum):
+class Decision(str, Enum):  # noqa: UP042 - str mixin: Decision("BLOCK") == "BLOCK" in JSON/SQL
     """What happens to a request.
 
     ``LEARNING`` (no model yet, forwarded) and ``ERROR`` (scoring failed) are recorded states;

@@ -58,7 +58,7 @@ class Histogram:
     sample: np.ndarray
 
     def bin_counts(self, row: int, values: np.ndarray) -> np.ndarray:
-        """Counts of ``values`` in the bins of variable ``row`` (bin i is ``(cut[i-1], cut[i]]``)."""
+        """Counts of ``values`` in the bins of variable ``row``; bin i is ``(cut[i-1], cut[i]]``."""
         idx = np.searchsorted(self.cuts[row], values, side="left")
         return np.bincount(idx, minlength=self.counts.shape[1]).astype(np.float64)
 

@@ -17,7 +17,7 @@ is applied when compiling: a node at depth ``max_depth`` becomes a leaf scoring 
 which is exactly how a tree grown with that height limit scores. As 12 >= 8, the default leaves
 scikit-learn's trees untouched.
 
-Scores are oriented like the paper (and unlike scikit-learn): **higher = more anomalous**, in (0, 1].
+Scores are oriented like the paper (unlike scikit-learn): **higher = more anomalous**, in (0, 1].
 """
 
 from __future__ import annotations
@@ -29,9 +29,19 @@ from sklearn.ensemble import IsolationForest
 
 from config.model import IsolationForestSettings
 
-__all__ = ["CompiledForest", "average_path_length", "compile_forest", "fit_isolation_forest"]
+__all__ = [
+    "CompiledForest", "as_float32", "average_path_length", "compile_forest", "fit_isolation_forest",
+]
 
 _EULER_GAMMA = 0.5772156649015329
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(X: np.ndarray) -> np.ndarray:
+    """Rows as float32 like scikit-learn, saturating (not overflowing) beyond float32's range."""
+    return np.clip(X, -_F32_MAX, _F32_MAX).astype(np.float32)
 
 
 def average_path_length(n: np.ndarray | float) -> np.ndarray:
@@ -105,7 +115,7 @@ class CompiledForest:
 
     def path_lengths(self, X: np.ndarray) -> np.ndarray:
         """Mean path length over the trees, ``float64[n_rows]``; X is cast to float32 first."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = np.ascontiguousarray(as_float32(X))
         if X.ndim == 1:
             return np.array([self._leaves_one(X).mean()])
         return self._leaves_batch(X).mean(axis=1)

@@ -80,7 +80,8 @@ def test_severity_order_and_recorded_states() -> None:
 @given(st.floats(0, 1), st.floats(0, 1), st.booleans())
 def test_ladder_is_monotone(a: float, b: float, strict: bool) -> None:
     lo, hi = sorted((a, b))
-    assert decide(lo, DEFAULT, strict=strict).severity <= decide(hi, DEFAULT, strict=strict).severity
+    low, high = decide(lo, DEFAULT, strict=strict), decide(hi, DEFAULT, strict=strict)
+    assert low.severity <= high.severity
 
 
 @given(st.floats(0, 1))
