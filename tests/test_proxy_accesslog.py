@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -62,7 +62,8 @@ def test_gzip_is_read_like_plain(tmp_path: Path) -> None:
     plain, _ = read_logs([ALM])
     packed, stats = read_logs([gz])
     assert stats.parsed == 300
-    assert [(r.ts, r.target, r.status) for r in packed] == [(r.ts, r.target, r.status) for r in plain]
+    key = [(r.ts, r.target, r.status) for r in plain]
+    assert [(r.ts, r.target, r.status) for r in packed] == key
 
 
 def test_edge_file_counts_and_samples() -> None:
@@ -77,7 +78,7 @@ def test_fields_of_a_combined_line() -> None:
     line = ('100.64.0.216 - - [17/May/2015:10:05:03 +0000] "GET /a/b.png?x=1 HTTP/1.1" 200 '
             '203023 "http://semicomplete.com/" "Mozilla/5.0 (Macintosh)"')
     r = parse_line(line)
-    assert r.ts == datetime(2015, 5, 17, 10, 5, 3, tzinfo=timezone.utc).timestamp()
+    assert r.ts == datetime(2015, 5, 17, 10, 5, 3, tzinfo=UTC).timestamp()
     assert (r.client_ip, r.user, r.method, r.target, r.protocol) == (
         "100.64.0.216", None, "GET", "/a/b.png?x=1", "HTTP/1.1")
     assert (r.status, r.size, r.referer, r.user_agent) == (
@@ -88,7 +89,7 @@ def test_time_zone_offset_and_escaped_quotes() -> None:
     line = ('1.2.3.4 - bob [14/Oct/2019:10:50:18 +0200] "POST /x HTTP/1.1" 401 - "-" '
             '"a \\"quoted\\" agent" "-"')
     r = parse_line(line)
-    assert r.ts == datetime(2019, 10, 14, 8, 50, 18, tzinfo=timezone.utc).timestamp()
+    assert r.ts == datetime(2019, 10, 14, 8, 50, 18, tzinfo=UTC).timestamp()
     assert (r.user, r.size, r.referer, r.user_agent) == ("bob", 0, None, 'a "quoted" agent')
 
 
