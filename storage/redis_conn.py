@@ -18,8 +18,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import (
+    BlockingConnectionPool,
     Connection,
-    ConnectionPool,
     SSLConnection,
     UnixDomainSocketConnection,
 )
@@ -56,7 +56,9 @@ def _connection_base(url: str) -> type:
     return Connection
 
 
-def create_redis(url: str | None, *, max_connections: int = 64) -> aioredis.Redis:
+def create_redis(
+    url: str | None, *, max_connections: int = 64, pool_timeout: float = 5.0
+) -> aioredis.Redis:
     """A real client for ``url`` (hiredis parser when installed) or an embedded one for ``None``.
 
     The embedded store lives in this process only (one fresh server per call); it runs the same
@@ -72,10 +74,12 @@ def create_redis(url: str | None, *, max_connections: int = 64) -> aioredis.Redi
             connection_class=_counting(FakeAsyncRedisConnection, counter),
         )
     else:
-        pool = ConnectionPool.from_url(
+        # Blocking: past max_connections a command waits for a free connection, not fails.
+        pool = BlockingConnectionPool.from_url(
             url,
             connection_class=_counting(_connection_base(url), counter),
             max_connections=max_connections,
+            timeout=pool_timeout,
         )
         client = aioredis.Redis(connection_pool=pool)
     client.bg_round_trips = counter  # type: ignore[attr-defined]
