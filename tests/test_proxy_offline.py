@@ -139,3 +139,21 @@ def test_cli_replay_without_enough_data_says_so(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(["replay", str(EDGE)]) == 3
     assert "insufficient training data: 5 of 1000" in capsys.readouterr().err
+
+
+async def test_replay_on_real_redis_matches_embedded_and_cleans_up(
+    bundle_file: Path, redis_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    bundle = load_bundle(bundle_file)
+    settings = _settings(key_prefix=redis_prefix)
+    embedded = await replay([ALM], settings, bundle)
+    real = await replay([ALM], settings, bundle, redis_url=redis_url)
+    assert real.decisions == embedded.decisions
+    assert [s.session_id for s in real.top] == [s.session_id for s in embedded.top]
+    client = aioredis.from_url(redis_url)
+    try:
+        assert [k async for k in client.scan_iter(match=redis_prefix + "*")] == []
+    finally:
+        await client.aclose()
