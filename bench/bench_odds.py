@@ -1,4 +1,4 @@
-"""ROC AUC on the ODDS outlier-detection sets: forest, autoencoder and ensemble vs published iForest.
+"""ROC AUC on the ODDS outlier sets: forest, autoencoder and ensemble vs the published iForest.
 
 Usage: python bench/bench_odds.py [--seeds 5] [--data DIR] [--only NAME ...]
 
