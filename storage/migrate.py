@@ -14,12 +14,12 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 import asyncpg
 
-__all__ = ("Migration", "load_migrations", "migrate_pg", "migrate_sqlite")
+__all__ = ("Migration", "first_row", "load_migrations", "migrate_pg", "migrate_sqlite")
 
 Dialect = Literal["pg", "sqlite"]
 _NAME = re.compile(r"^(pg|sqlite)_(\d{4})_([a-z0-9_]+)\.sql$")
@@ -93,6 +93,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
+async def first_row(cur: aiosqlite.Cursor) -> Any:
+    """The first row of a cursor, reading it to the end and closing it.
+
+    An SQLite statement left unfinished keeps its read lock even in autocommit mode, which
+    blocks other connections' writers; so every cursor is drained.
+    """
+    rows = await cur.fetchall()
+    await cur.close()
+    return rows[0] if rows else None
+
+
 def split_sqlite(sql: str) -> list[str]:
     """Split a script into whole statements (sqlite3.complete_statement knows quoting)."""
     statements, buf = [], ""
@@ -122,7 +133,7 @@ async def migrate_sqlite(conn: aiosqlite.Connection) -> list[int]:
             cur = await conn.execute(
                 "SELECT 1 FROM schema_migrations WHERE version = ?", (mig.version,)
             )
-            if await cur.fetchone() is None:
+            if await first_row(cur) is None:
                 for stmt in split_sqlite(mig.sql):
                     await conn.execute(stmt)
                 await conn.execute(

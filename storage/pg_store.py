@@ -324,14 +324,18 @@ class PgStore:
         where, args = _sample_where(start, end, fsv, learnable=learnable)
         async with _guard(), self._pool.acquire() as conn, conn.transaction(readonly=True):
             total = int(await conn.fetchval(_sample_count_sql(where), *args))
-            # Bernoulli pre-filter (one pass, no sort), then an exact uniform cut in numpy.
-            frac = 1.0 if total <= limit else min(1.0, 1.2 * limit / total + 1e-3)
-            rows = await conn.fetch(
-                f"""SELECT p.id, p.features, p.composite FROM predictions p
+            # Bernoulli pre-filter with a margin (one pass, no sort), then an exact uniform
+            # cut in numpy; in the rare case the filter kept too few, sort by random().
+            margin = limit + 6 * limit**0.5 + 10
+            frac = 1.0 if total <= margin else margin / total
+            select = f"""SELECT p.id, p.features, p.composite FROM predictions p
                     LEFT JOIN ({_LATEST_FEEDBACK}) lf ON lf.prediction_id = p.id
-                    WHERE {where} AND random() < {frac!r}""",
-                *args,
-            )
+                    WHERE {where}"""
+            rows = await conn.fetch(f"{select} AND random() < {frac!r}", *args)
+            if len(rows) < min(limit, total):
+                rows = await conn.fetch(
+                    f"{select} ORDER BY random() LIMIT {int(limit)}", *args
+                )
         rows = _uniform_cut(rows, limit)
         return stack_sample(
             [r["id"] for r in rows], [r["features"] for r in rows], [r["composite"] for r in rows]

@@ -62,8 +62,9 @@ _RAND_BITS = 80
 class _IdGenerator:
     """ULID-like ids: 48-bit millisecond time + 80 random bits, 26 Crockford characters.
 
-    Ids sort by creation time as plain strings; within one process they are strictly
-    increasing, even within one millisecond (the random part is incremented).
+    Ids sort by their embedded time as plain strings; within one process, ids made in the
+    same millisecond are strictly increasing (the random part is incremented), so ids from
+    a non-decreasing clock never go backwards. The embedded time is always the one given.
     """
 
     def __init__(self) -> None:
@@ -75,7 +76,8 @@ class _IdGenerator:
         rand = int.from_bytes(os.urandom(10), "big")
         value = (ms << _RAND_BITS) | rand
         with self._lock:
-            if value <= self._last:
+            # Same millisecond as the previous id: continue from it so order is kept.
+            if ms == self._last >> _RAND_BITS and value <= self._last:
                 value = self._last + 1
             self._last = value
         return _encode128(value)
@@ -138,7 +140,7 @@ def from_us(us: int) -> datetime:
 class PredictionRecord:
     """One scored request, as written to the audit trail and used as training data."""
 
-    id: str = field(default_factory=new_prediction_id)
+    id: str = ""
     ts: datetime = field(default_factory=_utcnow)
     session_id: str | None = None
     user_id: str | None = None
@@ -159,6 +161,11 @@ class PredictionRecord:
     upstream_status: int | None = None
     confidence: float | None = None
     agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        # The id embeds the record's own time, so lookups by id can find its partition.
+        if not self.id:
+            self.id = new_prediction_id(self.ts.timestamp())
 
     def feature_array(self) -> np.ndarray:
         """The feature vector as a float32 array."""

@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 
 from config.storage import DatabaseSettings
+from storage.migrate import first_row
 from storage.records import ModelVersion, aware, clean_text, dumps_json, from_us, to_us
 from storage.store import NoPreviousVersion, StoreUnavailable, UnknownVersion
 
@@ -295,14 +296,14 @@ class SqliteRegistry:
     async def rollback(self, *, by: str) -> ModelVersion:
         async with self._write() as conn:
             cur = await conn.execute("SELECT version FROM model_versions WHERE status = 'active'")
-            row = await cur.fetchone()
+            row = await first_row(cur)
             current = row[0] if row else 2**31 - 1
             cur = await conn.execute(
                 """SELECT max(version) FROM model_versions
                    WHERE activated_at IS NOT NULL AND status <> 'active' AND version < ?""",
                 (current,),
             )
-            previous = (await cur.fetchone())[0]  # type: ignore[index]
+            previous = (await first_row(cur))[0]  # type: ignore[index]
             if previous is None:
                 raise NoPreviousVersion("no earlier activated version to roll back to")
             await self._activate_locked(conn, previous, by)
@@ -324,7 +325,7 @@ class SqliteRegistry:
 
     async def _activate_locked(self, conn: aiosqlite.Connection, version: int, by: str) -> None:
         cur = await conn.execute("SELECT 1 FROM model_versions WHERE version = ?", (version,))
-        if await cur.fetchone() is None:
+        if await first_row(cur) is None:
             raise UnknownVersion(f"model version {version} does not exist")
         await conn.execute(
             "UPDATE model_versions SET status = 'retired' WHERE status = 'active' AND version <> ?",

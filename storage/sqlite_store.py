@@ -23,7 +23,7 @@ import aiosqlite
 import numpy as np
 
 from config.storage import DatabaseSettings
-from storage.migrate import migrate_sqlite
+from storage.migrate import first_row, migrate_sqlite
 from storage.records import (
     NOTES_LIMIT,
     PREDICTION_COLUMNS,
@@ -91,9 +91,8 @@ class SqliteStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
         conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=30000")
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+            await first_row(await conn.execute(f"PRAGMA {pragma}"))
         store = cls(conn, settings)
         if settings.migrate_on_start:
             await store.migrate()
@@ -169,7 +168,7 @@ class SqliteStore:
         pid = clean_text(prediction_id, 64)
         async with self._tx() as conn:
             cur = await conn.execute("SELECT ts FROM predictions WHERE id = ?", (pid,))
-            pred = await cur.fetchone()
+            pred = await first_row(cur)
             if pred is None:
                 return None
             await conn.execute(
@@ -192,7 +191,7 @@ class SqliteStore:
                 "SELECT * FROM feedback WHERE prediction_id = ? AND user_id = ?",
                 (pid, clean_text(user_id)),
             )
-            return _feedback(await cur.fetchone())
+            return _feedback(await first_row(cur))
 
     async def false_positives(
         self, *, limit: int = 50, before_id: int | None = None
@@ -328,7 +327,7 @@ class SqliteStore:
                 f"INSERT INTO incidents ({_INCIDENT_COLS}) VALUES ({', '.join('?' * 14)})", values
             )
             cur = await conn.execute("SELECT * FROM incidents WHERE id = ?", (cur.lastrowid,))
-            return _incident(await cur.fetchone())
+            return _incident(await first_row(cur))
 
     async def get_incident(self, incident_id: int) -> Incident | None:
         rows = await self._fetch("SELECT * FROM incidents WHERE id = ?", (incident_id,))
@@ -362,7 +361,7 @@ class SqliteStore:
                 ),
             )
             cur = await conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,))
-            row = await cur.fetchone()
+            row = await first_row(cur)
         return _incident(row) if row else None
 
     # -- retention ----------------------------------------------------------------------------

@@ -254,7 +254,8 @@ class PredictionWriter:
         """Insert; False if the store is unreachable. Invalid records go to the dead letter."""
         try:
             await self._store.insert_predictions(batch)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, OSError, TimeoutError) as exc:
+            # OSError covers ConnectionError from stores that do not translate their errors.
             self._mark_down(exc)
             return False
         except Exception as exc:  # noqa: BLE001 - a bad record must not jam the queue
