@@ -212,13 +212,17 @@ class PredictionWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._s.flush_interval)
             self._wake.clear()
-            await self._cycle()
+            if not await self._cycle():
+                # Neither the store nor the spool took anything: do not spin.
+                await asyncio.sleep(self._backoff)
             if self._closing and not self._queue:
                 if self.db_available:
                     await self._replay(limit=None)
                 return
 
-    async def _cycle(self) -> None:
+    async def _cycle(self) -> bool:
+        """One pass: replay a little, then move the queue out. False = stuck (store and
+        spool both refused)."""
         if self._spool_pending() and self._may_try_store() and len(self._queue) < self._batch:
             await self._replay(limit=_REPLAY_BATCHES_PER_CYCLE)
         while self._queue:
@@ -229,7 +233,8 @@ class PredictionWriter:
                     self._done(batch)
                     continue
             if not await self._to_spool(batch):
-                return
+                return False
+        return True
 
     def _take(self) -> list[PredictionRecord]:
         q = self._queue

@@ -21,7 +21,10 @@ def test_both_dialects_have_the_same_versions() -> None:
 
 
 def test_split_sqlite_respects_quotes_and_comments() -> None:
-    sql = "-- note; not a statement\nCREATE TABLE a (x TEXT DEFAULT ';');\n\nINSERT INTO a VALUES ('b;c');\n"
+    sql = (
+        "-- note; not a statement\nCREATE TABLE a (x TEXT DEFAULT ';');\n\n"
+        "INSERT INTO a VALUES ('b;c');\n"
+    )
     assert split_sqlite(sql) == [
         "-- note; not a statement\nCREATE TABLE a (x TEXT DEFAULT ';');",
         "INSERT INTO a VALUES ('b;c');",

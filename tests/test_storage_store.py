@@ -76,7 +76,10 @@ async def test_round_trip_with_hostile_values(store: Store) -> None:
     assert got.session_id == "s\ufffd?"
     assert got.user_id == "ünï😀"
     assert (got.method, got.route, got.rule, got.client_ip) == (
-        "POST", "/api/x/{id}", "strict", "2001:db8::1"
+        "POST",
+        "/api/x/{id}",
+        "strict",
+        "2001:db8::1",
     )
     np.testing.assert_array_equal(got.feature_array(), np.array([1.5, np.nan, -2.0], np.float32))
     assert got.iforest_score is None and got.composite is None and got.agreement is None
@@ -191,8 +194,12 @@ async def _labelled(store: Store) -> dict[str, PredictionRecord]:
         "monitor_real": rec(t + timedelta(seconds=3), decision="MONITOR", is_anomaly=True),
         "challenge_fp": rec(t + timedelta(seconds=4), decision="CHALLENGE", is_anomaly=True),
         "retracted": rec(t + timedelta(seconds=5), decision="ALLOW"),
-        "other_set": rec(t + timedelta(seconds=6), decision="ALLOW", feature_set_version="fs2",
-                         features=np.zeros(7, np.float32)),
+        "other_set": rec(
+            t + timedelta(seconds=6),
+            decision="ALLOW",
+            feature_set_version="fs2",
+            features=np.zeros(7, np.float32),
+        ),
     }
     await store.insert_predictions(list(rs.values()))
     await store.add_feedback(rs["block_fp"].id, "u", is_false_positive=True)
@@ -238,8 +245,13 @@ async def test_capped_sample_is_uniform(store: Store) -> None:
 
 async def test_incidents_lifecycle(store: Store) -> None:
     inc = await store.open_incident(
-        Incident(prediction_id="p1", user_id="alice", reason="score 0.95\x00", composite=0.95,
-                 details={"ip": "1.2.3.4", "nan": float("nan")})
+        Incident(
+            prediction_id="p1",
+            user_id="alice",
+            reason="score 0.95\x00",
+            composite=0.95,
+            details={"ip": "1.2.3.4", "nan": float("nan")},
+        )
     )
     assert inc.id is not None and inc.status == "open" and inc.reason == "score 0.95\ufffd"
     assert inc.details == {"ip": "1.2.3.4", "nan": None}
