@@ -33,15 +33,31 @@ def make_records(n: int) -> list[PredictionRecord]:
         flagged = i % 20 == 0
         out.append(
             PredictionRecord(
-                session_id=f"s{i % 5000}", user_id=f"u{i % 1000}", method="GET",
-                route="/api/expenses/{id}", rule="default", client_ip="10.0.0.1",
-                features=feats[i], iforest_score=0.3, autoencoder_score=0.2, composite=0.26,
-                decision="CHALLENGE" if flagged else "ALLOW", is_anomaly=flagged,
-                explanation={"topFeatures": [{"feature": "recent_request_rate",
-                                              "contribution": 0.23, "value": 8.2}]}
-                if flagged else None,
-                model_version=1, feature_set_version="fs1", processing_ms=1.7,
-                upstream_status=200, confidence=0.9, agreement=0.95,
+                session_id=f"s{i % 5000}",
+                user_id=f"u{i % 1000}",
+                method="GET",
+                route="/api/expenses/{id}",
+                rule="default",
+                client_ip="10.0.0.1",
+                features=feats[i],
+                iforest_score=0.3,
+                autoencoder_score=0.2,
+                composite=0.26,
+                decision="CHALLENGE" if flagged else "ALLOW",
+                is_anomaly=flagged,
+                explanation={
+                    "topFeatures": [
+                        {"feature": "recent_request_rate", "contribution": 0.23, "value": 8.2}
+                    ]
+                }
+                if flagged
+                else None,
+                model_version=1,
+                feature_set_version="fs1",
+                processing_ms=1.7,
+                upstream_status=200,
+                confidence=0.9,
+                agreement=0.95,
             )
         )
     return out
@@ -68,8 +84,10 @@ async def sustained(dsn: str, n: int) -> None:
     await conn.close()
     print(f"rows offered           {n}")
     print(f"rows in postgres       {count}")
-    print(f"written / spooled      {stats['written']} / {stats['spooled']} "
-          f"(replayed {stats['replayed']}, dropped {stats['dropped']})")
+    print(
+        f"written / spooled      {stats['written']} / {stats['spooled']} "
+        f"(replayed {stats['replayed']}, dropped {stats['dropped']})"
+    )
     print(f"elapsed                {elapsed:.2f} s (enqueue + drain, writer closed)")
     print(f"sustained              {n / elapsed:,.0f} rows/s")
 
@@ -99,8 +117,10 @@ async def enqueue_cost(n: int) -> None:
         await writer.close()
     us = samples / 1000
     print(f"enqueue calls          {n}")
-    print(f"enqueue p50 / p99      {np.percentile(us, 50):.2f} / {np.percentile(us, 99):.2f} us "
-          f"(max {us.max():.1f} us)")
+    print(
+        f"enqueue p50 / p99      {np.percentile(us, 50):.2f} / {np.percentile(us, 99):.2f} us "
+        f"(max {us.max():.1f} us)"
+    )
 
 
 async def main() -> None:
