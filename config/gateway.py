@@ -11,7 +11,9 @@ from config._base import Section
 
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the gateway listens on.")
-    port: int = Field(8080, ge=0, le=65535, description="Port the gateway listens on (0 = any free port).")
+    port: int = Field(
+        8080, ge=0, le=65535, description="Port the gateway listens on (0 = any free port)."
+    )
     workers: int = Field(1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT).")
     internal_prefix: str = Field(
         "/_behaviorgate",
@@ -38,11 +40,14 @@ class ServerSettings(Section):
 
 class UpstreamSettings(Section):
     url: AnyHttpUrl = Field(
-        "http://127.0.0.1:8000", description="Base URL of the protected service (scheme://host:port)."
+        "http://127.0.0.1:8000",
+        description="Base URL of the protected service (scheme://host:port).",
     )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection upstream.")
     read_timeout: float = Field(
-        30.0, gt=0, description="Longest silence while waiting for upstream bytes (headers or body)."
+        30.0,
+        gt=0,
+        description="Longest silence while waiting for upstream bytes (headers or body).",
     )
     total_timeout: float = Field(
         120.0, gt=0, description="Upper bound on the upstream exchange up to its response headers."
@@ -62,7 +67,9 @@ class UpstreamSettings(Section):
 
 class LimitsSettings(Section):
     max_body_bytes: int = Field(
-        100 * 1024 * 1024, ge=0, description="Largest request body forwarded (413 above; 0 = no limit)."
+        100 * 1024 * 1024,
+        ge=0,
+        description="Largest request body forwarded (413 above; 0 = no limit).",
     )
     max_header_bytes: int = Field(
         32 * 1024, ge=1024, description="Largest total size of request headers (431 above)."
@@ -75,7 +82,8 @@ class ForwardingSettings(Section):
         True, description="Send X-BehaviorGate-Decision/-Score/-Prediction-Id to the upstream."
     )
     expose_decision_to_client: bool = Field(
-        False, description="Also show the decision headers to the client (off: clients never see scores)."
+        False,
+        description="Also show the decision headers to the client (off: clients never see scores).",
     )
     set_x_forwarded: bool = Field(True, description="Set X-Forwarded-For/-Proto/-Host upstream.")
 

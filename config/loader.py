@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from config.settings import Settings
 
 ENV_PREFIX = "BEHAVIORGATE_"
+TOP_LEVEL_SCALARS = frozenset({"mode", "data_dir"})
 # Well-known variables that operators expect to work without our prefix.
 ENV_ALIASES = {
     "REDIS_URL": ("redis", "url"),
@@ -60,9 +61,13 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if environ.get(name):
             _set_path(out, path, environ[name])
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX):
             continue
-        path = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__") if p)
+        rest = name[len(ENV_PREFIX) :]
+        # Section keys need "__"; other BEHAVIORGATE_* names (CONFIG, JWT_SECRET, …) are not settings.
+        if "__" not in rest and rest.lower() not in TOP_LEVEL_SCALARS:
+            continue
+        path = tuple(p.lower() for p in rest.split("__") if p)
         if path:
             _set_path(out, path, _scalar(raw))
     return out
@@ -104,7 +109,11 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r:.60})"
+        shown = (
+            ""
+            if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict)
+            else f" (got {got!r:.60})"
+        )
         lines.append(f"{loc}: {msg}{shown}")
     return lines
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from config._base import Section
+from config.enforcement import EnforcementSettings
 from config.gateway import (
     ForwardingSettings,
     LimitsSettings,
@@ -15,6 +16,11 @@ from config.gateway import (
     ServerSettings,
     UpstreamSettings,
 )
+from config.history import HistorySettings
+from config.identity import IdentitySettings
+from config.model import ModelSettings
+from config.policy import PolicySettings
+from config.storage import DatabaseSettings, RetentionSettings, WriterSettings
 
 
 class RedisSettings(Section):
@@ -22,13 +28,20 @@ class RedisSettings(Section):
         None,
         description="redis:// or rediss:// URL; unset = embedded in-process store (one process only).",
     )
-    timeout: float = Field(0.25, gt=0, description="Seconds a Redis round trip may take on the hot path.")
+    timeout: float = Field(
+        0.25, gt=0, description="Seconds a Redis round trip may take on the hot path."
+    )
 
 
 class ScoringSettings(Section):
-    enabled: bool = Field(True, description="Score requests; off = a plain policy-aware proxy (benchmarks).")
+    enabled: bool = Field(
+        True, description="Score requests; off = a plain policy-aware proxy (benchmarks)."
+    )
     budget_ms: float = Field(
-        25.0, gt=0, le=10_000, description="Time the history read + scoring may take before the fail policy applies."
+        25.0,
+        gt=0,
+        le=10_000,
+        description="Time the history read + scoring may take before the fail policy applies.",
     )
 
 
@@ -48,3 +61,19 @@ class Settings(Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @model_validator(mode="after")
+    def _shared_stores_for_workers(self) -> Settings:
+        # Embedded stores live inside one process: several workers would each see a different
+        # history and fight over one SQLite file.
+        if self.server.workers > 1 and (self.redis.url is None or self.database.url is None):
+            raise ValueError("server.workers > 1 needs redis.url and database.url (shared stores)")
+        return self

@@ -6,21 +6,32 @@ import itertools
 import os
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator
 
-import structlog
 from aiohttp import hdrs, web
+from redis.asyncio import Redis
 
 from config.settings import Settings
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
-from proxy.websocket import is_websocket_upgrade
-
-log = structlog.get_logger("behaviorgate")
+from proxy.identity import IdentityResolver
+from proxy.metrics import Metrics
+from proxy.models import ModelHolder
+from proxy.notify import Notifier
+from proxy.paths import PathPolicy
+from proxy.pipeline import Pipeline
+from storage.history import HistoryStore
+from storage.redis_conn import create_redis
+from storage.store import Store, open_store
+from storage.writer import PredictionWriter
 
 SETTINGS = web.AppKey("settings", Settings)
-FORWARDER = web.AppKey("forwarder", Forwarder)
+METRICS = web.AppKey("metrics", Metrics)
+HISTORY = web.AppKey("history", HistoryStore)
+STORE = web.AppKey("store", Store)
+WRITER = web.AppKey("writer", PredictionWriter)
+MODELS = web.AppKey("models", ModelHolder)
+PIPELINE = web.AppKey("pipeline", Pipeline)
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -45,66 +56,46 @@ def header_problem(request: web.BaseRequest, settings: Settings) -> web.Response
     raw = request.raw_headers
     limits = settings.limits
     if len(raw) > limits.max_header_count:
-        return json_error(431, "headers_too_many", f"more than {limits.max_header_count} header lines")
+        return json_error(
+            431, "headers_too_many", f"more than {limits.max_header_count} header lines"
+        )
     size = sum(len(k) + len(v) + 4 for k, v in raw)
     if size > limits.max_header_bytes:
-        return json_error(431, "headers_too_large", f"request headers exceed {limits.max_header_bytes} bytes")
+        return json_error(
+            431, "headers_too_large", f"request headers exceed {limits.max_header_bytes} bytes"
+        )
     length = declared_length(request)
     if length is not None and limits.max_body_bytes and length > limits.max_body_bytes:
-        return json_error(413, "request_too_large", f"request body exceeds {limits.max_body_bytes} bytes")
-    if request.headers.getall(hdrs.CONTENT_LENGTH, []) and len(set(request.headers.getall(hdrs.CONTENT_LENGTH))) > 1:
+        return json_error(
+            413, "request_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
+        )
+    if (
+        request.headers.getall(hdrs.CONTENT_LENGTH, [])
+        and len(set(request.headers.getall(hdrs.CONTENT_LENGTH))) > 1
+    ):
         return json_error(400, "bad_framing", "conflicting Content-Length headers")
     return None
 
 
 class Gateway:
-    """The request handler; one instance per process, built from frozen settings."""
+    """The catch-all handler: gateway endpoints, then limits, then the scoring pipeline."""
 
-    def __init__(self, settings: Settings, forwarder: Forwarder) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.forwarder = forwarder
         self._internal = settings.server.internal_prefix
+        self.pipeline: Pipeline | None = None
         self.ready = False
 
-    def forwarded_headers(self, request: web.BaseRequest, client_ip: str) -> dict[str, str]:
-        if not self.settings.forwarding.set_x_forwarded:
-            return {}
-        return {
-            "X-Forwarded-For": client_ip,
-            "X-Forwarded-Proto": request.scheme,
-            "X-Forwarded-Host": request.headers.get(hdrs.HOST, ""),
-        }
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        rid = request_id(request)
         path = request.path
         if path == self._internal or path.startswith(self._internal + "/"):
-            return await self.internal(request, path[len(self._internal):])
+            return await self.internal(request, path[len(self._internal) :])
         problem = header_problem(request, self.settings)
         if problem is not None:
             return problem
-        peer = request.remote or ""
-        if is_websocket_upgrade(request):
-            return await self.forwarder.forward_websocket(
-                request, forwarded=self.forwarded_headers(request, peer), extra_headers={"X-Request-ID": rid}
-            )
-        response = await self.forwarder.forward(
-            request,
-            forwarded=self.forwarded_headers(request, peer),
-            extra_headers={"X-Request-ID": rid},
-        )
-        if self.settings.logging.access_log:
-            log.info(
-                "request",
-                request_id=rid,
-                method=request.method,
-                path=request.raw_path[:512],
-                status=response.status,
-                client_ip=peer,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-        return response
+        if self.pipeline is None:
+            return json_error(503, "starting", "the gateway is starting")
+        return await self.pipeline.handle(request, request_id(request))
 
     async def internal(self, request: web.Request, sub: str) -> web.Response:
         if sub == "/healthz":
@@ -129,21 +120,100 @@ async def _expect_handler(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Application:
+    """The gateway application; every resource opens in `cleanup_ctx` order and closes in reverse.
+
+    `redis` lets tests and the demo share one embedded store between several components.
+    """
     app = web.Application(client_max_size=0, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
+    gateway = Gateway(settings)
+    metrics = Metrics()
+    app[METRICS] = metrics
+    # Built now so that bad key material or rules fail start-up, not the first request.
+    policy = PathPolicy(settings.policy)
+    resolver = IdentityResolver(settings.identity)
     forwarder = Forwarder(settings.upstream, settings.limits, settings.server)
-    app[FORWARDER] = forwarder
-    gateway = Gateway(settings, forwarder)
+    notifier = Notifier(settings.enforcement.notify)
 
-    async def resources(_: web.Application) -> AsyncIterator[None]:
+    async def upstream_ctx(_: web.Application) -> AsyncIterator[None]:
         await forwarder.start()
+        yield
+        await forwarder.close()
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = redis if redis is not None else create_redis(settings.redis.url)
+        history = HistoryStore(client, settings.history)
+        await history.load_scripts()
+        app[HISTORY] = history
+        yield
+        await history.drain()
+        if redis is None:
+            await client.aclose()
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = await open_store(settings.database)
+        app[STORE] = store
+        writer_settings = settings.writer
+        worker = os.environ.get("BEHAVIORGATE_WORKER_INDEX")
+        if worker is not None:  # one spool per worker process: a spool has exactly one writer
+            writer_settings = writer_settings.model_copy(
+                update={"spool_path": f"{writer_settings.spool_path}.w{int(worker)}"}
+            )
+        writer = PredictionWriter(store, writer_settings)
+        await writer.start()
+        app[WRITER] = writer
+        metrics.gauge_from(
+            "behaviorgate_writer_queue_depth",
+            "Records waiting for the database.",
+            lambda: writer.queue_depth,
+        )
+        metrics.gauge_from(
+            "behaviorgate_writer_spool_bytes",
+            "Bytes in the local spool.",
+            lambda: writer.spool_bytes,
+        )
+        metrics.gauge_from(
+            "behaviorgate_writer_dropped_total",
+            "Records refused (queue and spool full).",
+            lambda: writer.dropped,
+        )
+        holder = ModelHolder(store.registry, settings.database.registry_poll_interval)
+        await holder.start()
+        app[MODELS] = holder
+        metrics.gauge_from(
+            "behaviorgate_active_model_version",
+            "Active model version (0 = learning).",
+            lambda: holder.version or 0,
+        )
+        yield
+        await holder.close()
+        await writer.close()
+        await store.close()
+
+    async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+        await notifier.start()
+        pipeline = Pipeline(
+            settings,
+            forwarder=forwarder,
+            policy=policy,
+            identity=resolver,
+            history=app[HISTORY],
+            models=app[MODELS],
+            writer=app[WRITER],
+            store=app[STORE],
+            notifier=notifier,
+            metrics=metrics,
+        )
+        app[PIPELINE] = pipeline
+        gateway.pipeline = pipeline
         gateway.ready = True
         yield
         gateway.ready = False
-        await forwarder.close()
+        await pipeline.drain()
+        await notifier.close()
 
-    app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.extend([upstream_ctx, redis_ctx, store_ctx, pipeline_ctx])
     app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=_expect_handler)
     return app
 

@@ -19,7 +19,9 @@ class Breaker:
 
     __slots__ = ("failures", "reset_seconds", "_clock", "_consecutive", "_opened_at", "_trial")
 
-    def __init__(self, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.failures = failures
         self.reset_seconds = reset_seconds
         self._clock = clock

@@ -84,7 +84,10 @@ def _announce(settings: Settings) -> Any:
 def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     """Run N single-worker processes on one port (SO_REUSEPORT) and relay signals to them."""
     argv = [sys.executable, "-m", "proxy.cli", *sys.argv[1:], "--worker"]
-    children = [subprocess.Popen(argv) for _ in range(settings.server.workers)]  # noqa: S603
+    children = [
+        subprocess.Popen(argv, env={**os.environ, "BEHAVIORGATE_WORKER_INDEX": str(i)})  # noqa: S603
+        for i in range(settings.server.workers)
+    ]
 
     def relay(signum: int, _: Any) -> None:
         for child in children:
@@ -119,7 +122,9 @@ def cmd_sample_upstream(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         access_log=None,
-        print=lambda *_: print(f"sample upstream on http://{args.host}:{args.port}", file=sys.stderr, flush=True),
+        print=lambda *_: print(
+            f"sample upstream on http://{args.host}:{args.port}", file=sys.stderr, flush=True
+        ),
     )
     return 0
 
@@ -145,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-upstream", help="run the bundled ExpenseFlow-like sample API")
     sample.add_argument("--host", default="127.0.0.1")
     sample.add_argument("--port", type=int, default=8000)
-    sample.add_argument("--jwt-secret", default=os.environ.get("BEHAVIORGATE_DEMO_JWT_SECRET", "demo-secret-change-me-0123456789abcdef"))
+    sample.add_argument(
+        "--jwt-secret",
+        default=os.environ.get(
+            "BEHAVIORGATE_DEMO_JWT_SECRET", "demo-secret-change-me-0123456789abcdef"
+        ),
+    )
     sample.add_argument("--latency-scale", type=float, default=1.0)
     sample.set_defaults(func=cmd_sample_upstream)
     return parser

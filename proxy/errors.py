@@ -10,7 +10,9 @@ from aiohttp import web
 JSON_TYPE = "application/json"
 
 
-def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(body), content_type=JSON_TYPE, headers=headers
     )

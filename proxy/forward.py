@@ -39,7 +39,8 @@ HOP_BY_HOP = frozenset(
 GATEWAY_HEADER_PREFIX = "x-behaviorgate-"
 # Set by the gateway from what it knows; a client's copy is never passed on as-is.
 FORWARDED_HEADERS = frozenset(
-    istr(h) for h in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip")
+    istr(h)
+    for h in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip")
 )
 # The gateway already answered 100-continue itself, the upstream must not be asked again.
 REQUEST_ONLY_DROPPED = frozenset({istr("expect"), istr("host"), istr("content-length")})
@@ -73,8 +74,9 @@ def upstream_request_headers(
     forwarded: Mapping[str, str],
     extra: Mapping[str, str],
     preserve_host: bool,
+    drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
-    """Client headers as they go upstream, order and repetition kept."""
+    """Client headers as they go upstream, order and repetition kept; `drop` names (lower case) removed."""
     pairs = list(raw_headers)
     listed = _connection_tokens(pairs)
     out: CIMultiDict[str] = CIMultiDict()
@@ -85,6 +87,7 @@ def upstream_request_headers(
             or lower.startswith(GATEWAY_HEADER_PREFIX)
             or lower in FORWARDED_HEADERS
             or lower in REQUEST_ONLY_DROPPED
+            or lower in drop
         ):
             continue
         out.add(name, value)
@@ -138,7 +141,9 @@ class Forwarder:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=self._upstream.pool_size, limit_per_host=self._upstream.pool_size, ttl_dns_cache=60
+            limit=self._upstream.pool_size,
+            limit_per_host=self._upstream.pool_size,
+            ttl_dns_cache=60,
         )
         timeout = aiohttp.ClientTimeout(
             total=None,
@@ -163,7 +168,9 @@ class Forwarder:
         # encoded=True: yarl must not re-quote; the upstream sees the client's bytes.
         return URL(self._base + raw_path, encoded=True)
 
-    async def _body(self, request: web.BaseRequest, failure: list[Exception]) -> AsyncIterator[bytes]:
+    async def _body(
+        self, request: web.BaseRequest, failure: list[Exception]
+    ) -> AsyncIterator[bytes]:
         # aiohttp wraps exceptions raised inside a body generator, so the cause is also
         # recorded in `failure` for `forward` to answer with the right status.
         limit = self._limits.max_body_bytes
@@ -184,7 +191,12 @@ class Forwarder:
             yield chunk
 
     async def forward_websocket(
-        self, request: web.Request, *, forwarded: Mapping[str, str], extra_headers: Mapping[str, str]
+        self,
+        request: web.Request,
+        *,
+        forwarded: Mapping[str, str],
+        extra_headers: Mapping[str, str],
+        drop: frozenset[str] = frozenset(),
     ) -> web.StreamResponse:
         assert self._session is not None, "Forwarder.start() was not awaited"
         headers = upstream_request_headers(
@@ -192,8 +204,11 @@ class Forwarder:
             forwarded=forwarded,
             extra=extra_headers,
             preserve_host=self._upstream.preserve_host,
+            drop=drop,
         )
-        return await relay_websocket(request, self._session, self.target_url(request.raw_path), headers)
+        return await relay_websocket(
+            request, self._session, self.target_url(request.raw_path), headers
+        )
 
     async def forward(
         self,
@@ -202,6 +217,7 @@ class Forwarder:
         forwarded: Mapping[str, str],
         extra_headers: Mapping[str, str],
         response_headers: Mapping[str, str] | None = None,
+        drop: frozenset[str] = frozenset(),
     ) -> web.StreamResponse:
         assert self._session is not None, "Forwarder.start() was not awaited"
         headers = upstream_request_headers(
@@ -209,6 +225,7 @@ class Forwarder:
             forwarded=forwarded,
             extra=extra_headers,
             preserve_host=self._upstream.preserve_host,
+            drop=drop,
         )
         length = declared_length(request)
         data = None
@@ -246,7 +263,11 @@ class Forwarder:
             return json_error(504, "upstream_timeout", "the upstream did not answer in time")
         if isinstance(exc, aiohttp.ClientConnectorError):
             return json_error(502, "upstream_unreachable", "the upstream refused the connection")
-        return json_error(502, "upstream_bad_response", "the upstream dropped the connection or answered invalidly")
+        return json_error(
+            502,
+            "upstream_bad_response",
+            "the upstream dropped the connection or answered invalidly",
+        )
 
     async def _relay_response(
         self,
@@ -257,14 +278,18 @@ class Forwarder:
         headers = client_response_headers(_decode_raw(upstream.raw_headers))
         if response_headers:
             headers.update(response_headers)
-        bodyless = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
+        bodyless = (
+            request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
+        )
         length = upstream.content_length
         if not bodyless and length is not None and length <= SMALL_BODY:
             # Small bodies go out in one write with their headers (one syscall, not three).
             try:
                 body = await upstream.content.readexactly(length)
             except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError):
-                return json_error(502, "upstream_bad_response", "the upstream response was cut short")
+                return json_error(
+                    502, "upstream_bad_response", "the upstream response was cut short"
+                )
             small = web.Response(status=upstream.status, reason=upstream.reason, body=body)
             small.headers.extend(headers)
             return small

@@ -11,7 +11,9 @@ import structlog
 from config.gateway import LoggingSettings
 
 # Values under these keys never reach a log line (a token in a log is a stolen session).
-REDACTED_KEYS = frozenset({"authorization", "cookie", "set-cookie", "token", "password", "secret", "api_key"})
+REDACTED_KEYS = frozenset(
+    {"authorization", "cookie", "set-cookie", "token", "password", "secret", "api_key"}
+)
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -23,7 +25,9 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def configure_logging(settings: LoggingSettings) -> None:
     level = getattr(logging, settings.level.upper())
-    use_console = settings.format == "console" or (settings.format == "auto" and sys.stderr.isatty())
+    use_console = settings.format == "console" or (
+        settings.format == "auto" and sys.stderr.isatty()
+    )
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if use_console

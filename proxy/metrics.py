@@ -7,7 +7,24 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
 _SCORE_BUCKETS = tuple(round(x * 0.05, 2) for x in range(1, 21))
 
 
@@ -32,26 +49,44 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "behaviorgate_requests_total", "Requests by decision and rule.", ["decision", "rule"], registry=r
+            "behaviorgate_requests_total",
+            "Requests by decision and rule.",
+            ["decision", "rule"],
+            registry=r,
         )
         self.scores = Histogram(
-            "behaviorgate_composite_score", "Composite anomaly scores.", buckets=_SCORE_BUCKETS, registry=r
+            "behaviorgate_composite_score",
+            "Composite anomaly scores.",
+            buckets=_SCORE_BUCKETS,
+            registry=r,
         )
         self.scoring_seconds = Histogram(
-            "behaviorgate_scoring_seconds", "History read + features + models + decision.",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "behaviorgate_scoring_seconds",
+            "History read + features + models + decision.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_seconds = Histogram(
-            "behaviorgate_upstream_seconds", "Upstream time to response end.", buckets=_LATENCY_BUCKETS, registry=r
+            "behaviorgate_upstream_seconds",
+            "Upstream time to response end.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.dependency_errors = Counter(
-            "behaviorgate_dependency_errors_total", "Redis/Postgres/model errors.", ["dependency"], registry=r
+            "behaviorgate_dependency_errors_total",
+            "Redis/Postgres/model errors.",
+            ["dependency"],
+            registry=r,
         )
         self.stepups = Counter(
             "behaviorgate_stepups_total", "Step-ups issued and completed.", ["state"], registry=r
         )
-        self.active_model = Gauge("behaviorgate_active_model_version", "Active model version (0 = learning).", registry=r)
-        self.drift_score = Gauge("behaviorgate_drift_score", "Latest overall drift score.", registry=r)
+        self.active_model = Gauge(
+            "behaviorgate_active_model_version", "Active model version (0 = learning).", registry=r
+        )
+        self.drift_score = Gauge(
+            "behaviorgate_drift_score", "Latest overall drift score.", registry=r
+        )
         self._callbacks = _Callbacks()
         r.register(self._callbacks)
 

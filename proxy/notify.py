@@ -29,7 +29,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def verify(secret: str, header: str, body: bytes, *, now: float | None = None, tolerance: float = 300) -> bool:
+def verify(
+    secret: str, header: str, body: bytes, *, now: float | None = None, tolerance: float = 300
+) -> bool:
     """What a receiver does; used by the tests and offered to integrators."""
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))
@@ -115,10 +117,26 @@ class Notifier:
             return
         if d.attempt >= self._settings.max_attempts:
             self.failed += 1
-            log.error("webhook_gave_up", kind=d.event, url=str(d.hook.url), attempts=d.attempt, last=status)
+            log.error(
+                "webhook_gave_up",
+                kind=d.event,
+                url=str(d.hook.url),
+                attempts=d.attempt,
+                last=status,
+            )
             return
-        delay = min(self._settings.backoff_initial_seconds * 2 ** (d.attempt - 1), self._settings.backoff_max_seconds)
-        log.warning("webhook_retry", kind=d.event, url=str(d.hook.url), attempt=d.attempt, delay=delay, last=status)
+        delay = min(
+            self._settings.backoff_initial_seconds * 2 ** (d.attempt - 1),
+            self._settings.backoff_max_seconds,
+        )
+        log.warning(
+            "webhook_retry",
+            kind=d.event,
+            url=str(d.hook.url),
+            attempt=d.attempt,
+            delay=delay,
+            last=status,
+        )
         task = asyncio.create_task(self._later(d, delay))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)

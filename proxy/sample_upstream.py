@@ -31,7 +31,12 @@ class SampleApi:
         self.secret = jwt_secret
         self.scale = latency_scale
         self.transactions: dict[int, dict[str, Any]] = {
-            i: {"id": i, "amount": round(10 + (i * 37) % 900, 2), "currency": "EUR", "memo": f"txn {i}"}
+            i: {
+                "id": i,
+                "amount": round(10 + (i * 37) % 900, 2),
+                "currency": "EUR",
+                "memo": f"txn {i}",
+            }
             for i in range(1, 501)
         }
         self.next_id = 501
@@ -55,11 +60,15 @@ class SampleApi:
     def claims(self, request: web.Request) -> dict[str, Any]:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
-            raise web.HTTPUnauthorized(text='{"error":"missing token"}', content_type="application/json")
+            raise web.HTTPUnauthorized(
+                text='{"error":"missing token"}', content_type="application/json"
+            )
         try:
             return jwt.decode(auth[7:], self.secret, algorithms=["HS256"])
         except jwt.PyJWTError:
-            raise web.HTTPUnauthorized(text='{"error":"invalid token"}', content_type="application/json") from None
+            raise web.HTTPUnauthorized(
+                text='{"error":"invalid token"}', content_type="application/json"
+            ) from None
 
     async def login(self, request: web.Request) -> web.Response:
         await self.pause(40)
@@ -80,10 +89,14 @@ class SampleApi:
         except (ValueError, KeyError, TypeError):
             return _json({"error": "code required"}, 400)
         # The demo's "authenticator": a code derived from the user name; 000000 always fails.
-        expected = str(int(hashlib.sha256(claims["sub"].encode()).hexdigest(), 16) % 1_000_000).zfill(6)
+        expected = str(
+            int(hashlib.sha256(claims["sub"].encode()).hexdigest(), 16) % 1_000_000
+        ).zfill(6)
         if code != expected:
             return _json({"verified": False}, 401)
-        return _json({"verified": True, "token": self.issue(claims["sub"], sid=claims["sid"], mfa=True)})
+        return _json(
+            {"verified": True, "token": self.issue(claims["sub"], sid=claims["sid"], mfa=True)}
+        )
 
     async def list_transactions(self, request: web.Request) -> web.Response:
         self.claims(request)
@@ -107,7 +120,12 @@ class SampleApi:
             amount = float(body["amount"])
         except (ValueError, KeyError, TypeError):
             return _json({"error": "amount required"}, 400)
-        txn = {"id": self.next_id, "amount": amount, "currency": "EUR", "memo": str(body.get("memo", ""))[:200]}
+        txn = {
+            "id": self.next_id,
+            "amount": amount,
+            "currency": "EUR",
+            "memo": str(body.get("memo", ""))[:200],
+        }
         self.transactions[self.next_id] = txn
         self.next_id += 1
         return _json(txn, 201)
@@ -115,7 +133,9 @@ class SampleApi:
     async def expenses(self, request: web.Request) -> web.Response:
         self.claims(request)
         await self.pause(12)
-        return _json({"items": [{"id": i, "category": "travel", "amount": 12.5 * i} for i in range(1, 16)]})
+        return _json(
+            {"items": [{"id": i, "category": "travel", "amount": 12.5 * i} for i in range(1, 16)]}
+        )
 
     async def reports(self, request: web.Request) -> web.Response:
         self.claims(request)
@@ -125,7 +145,9 @@ class SampleApi:
     async def export(self, request: web.Request) -> web.Response:
         self.claims(request)
         await self.pause(120)
-        rows = "\n".join(f"{t['id']},{t['amount']},{t['currency']}" for t in self.transactions.values())
+        rows = "\n".join(
+            f"{t['id']},{t['amount']},{t['currency']}" for t in self.transactions.values()
+        )
         return web.Response(text="id,amount,currency\n" + rows, content_type="text/csv")
 
     async def admin_users(self, request: web.Request) -> web.Response:
@@ -139,7 +161,9 @@ class SampleApi:
         return _json({"status": "ok"})
 
 
-def create_sample_upstream(jwt_secret: str = "demo-secret-change-me-0123456789abcdef", latency_scale: float = 1.0) -> web.Application:
+def create_sample_upstream(
+    jwt_secret: str = "demo-secret-change-me-0123456789abcdef", latency_scale: float = 1.0
+) -> web.Application:
     api = SampleApi(jwt_secret, latency_scale)
     app = web.Application()
     r = app.router

@@ -33,8 +33,10 @@ def is_websocket_upgrade(request: web.BaseRequest) -> bool:
     )
 
 
-async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
     async for msg in source:
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
@@ -53,18 +55,27 @@ async def relay_websocket(
     url: URL,
     upstream_headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
     headers = {k: v for k, v in upstream_headers.items() if k.lower() not in _WS_OWN_HEADERS}
     try:
-        upstream = await session.ws_connect(url, headers=headers, protocols=protocols, autoping=True)
+        upstream = await session.ws_connect(
+            url, headers=headers, protocols=protocols, autoping=True
+        )
     except aiohttp.WSServerHandshakeError as exc:
-        return json_error(502, "upstream_refused_websocket", f"the upstream refused the upgrade ({exc.status})")
+        return json_error(
+            502, "upstream_refused_websocket", f"the upstream refused the upgrade ({exc.status})"
+        )
     except (aiohttp.ClientError, TimeoutError, OSError):
         return json_error(502, "upstream_unreachable", "the upstream refused the connection")
     client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
     try:
         await client.prepare(request)
-        tasks = [asyncio.create_task(_pump(client, upstream)), asyncio.create_task(_pump(upstream, client))]
+        tasks = [
+            asyncio.create_task(_pump(client, upstream)),
+            asyncio.create_task(_pump(upstream, client)),
+        ]
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()

@@ -393,6 +393,34 @@ class HistoryStore:
         await self._redis.set(keys.stepup, repr(until), ex=max(int(ttl), 1))
         return until
 
+    async def unrevoke(self, session_id: str, user_id: str | None) -> bool:
+        """Lift a revocation (admin release); True if the session was revoked."""
+        keys = self._keys.for_request(user_id, session_id)
+        return bool(await self._redis.delete(keys.revoked))
+
+    async def count_challenge(
+        self, session_id: str, user_id: str | None, window: int, now: float, cap: int = 1000
+    ) -> int:
+        """Add one step-up demand to the owner's sliding window; returns how many it now holds.
+
+        One round trip, only on the challenge path. The window is capped so a flood stays bounded.
+        """
+        key = self._keys.for_request(user_id, session_id).user("esc")
+        member = f"{now!r}:{session_id}"[:200]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zadd(key, {member: now})
+        pipe.zremrangebyscore(key, "-inf", now - window)
+        pipe.zremrangebyrank(key, 0, -cap - 1)
+        pipe.zcard(key)
+        pipe.expire(key, int(window) + 60)
+        result = await pipe.execute()
+        return int(result[3])
+
+    async def clear_escalation(self, user_id: str | None, session_id: str = "") -> bool:
+        """Forget a user's recent step-up demands (admin release)."""
+        key = self._keys.for_request(user_id, session_id).user("esc")
+        return bool(await self._redis.delete(key))
+
     async def reset_user(self, user_id: str) -> int:
         """Forget everything about a user (baselines, sessions, flags); returns keys deleted."""
         pattern = self._keys.owner_pattern(user_id)

@@ -47,8 +47,15 @@ class RecordingUpstream:
         return app
 
 
-def gateway_settings(upstream_port: int, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {"upstream": {"url": f"http://127.0.0.1:{upstream_port}"}}
+def gateway_settings(upstream_port: int, data_dir: str, **overrides: Any) -> Settings:
+    """Settings for a test gateway: embedded stores under `data_dir` unless overridden."""
+    base: dict[str, Any] = {
+        "upstream": {"url": f"http://127.0.0.1:{upstream_port}"},
+        "data_dir": data_dir,
+        "database": {"sqlite_path": f"{data_dir}/bg.sqlite3"},
+        "writer": {"spool_path": f"{data_dir}/predictions.spool", "flush_interval": 0.05},
+        "logging": {"access_log": False},
+    }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}

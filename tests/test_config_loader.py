@@ -32,8 +32,17 @@ def test_precedence_yaml_then_env_then_overrides(tmp_path):
 
 
 def test_env_aliases_and_nesting():
-    out = env_overrides({"REDIS_URL": "redis://h:1/0", "BEHAVIORGATE_UPSTREAM__READ_TIMEOUT": "2.5", "OTHER": "x"})
-    assert out == {"redis": {"url": "redis://h:1/0"}, "upstream": {"read_timeout": 2.5}}
+    out = env_overrides(
+        {
+            "REDIS_URL": "redis://h:1/0",
+            "BEHAVIORGATE_UPSTREAM__READ_TIMEOUT": "2.5",
+            "BEHAVIORGATE_MODE": "shadow",
+            "BEHAVIORGATE_JWT_SECRET": "not-a-setting",
+            "BEHAVIORGATE_CONFIG": "/x.yaml",
+            "OTHER": "x",
+        }
+    )
+    assert out == {"redis": {"url": "redis://h:1/0"}, "upstream": {"read_timeout": 2.5}, "mode": "shadow"}
 
 
 def test_every_problem_is_one_line_with_its_key_path(tmp_path):

@@ -22,9 +22,9 @@ async def upstream(aiohttp_server):
 
 
 @pytest.fixture
-def gateway(aiohttp_server, upstream):
+def gateway(aiohttp_server, upstream, tmp_path):
     async def make(upstream_port: int | None = None, **overrides):
-        settings = gateway_settings(upstream_port or upstream.port, **overrides)
+        settings = gateway_settings(upstream_port or upstream.port, str(tmp_path), **overrides)
         opts = server_options(settings)
         opts.pop("handler_cancellation")
         return await aiohttp_server(create_app(settings), **opts)
@@ -114,8 +114,9 @@ async def test_client_gateway_headers_are_stripped_and_forwarded_for_is_ours(ups
         ),
     )
     seen = upstream.seen[-1]
+    # No model yet: the gateway's own decision (LEARNING) and no score; the client's copies are gone.
     assert seen.header_values("X-BehaviorGate-Score") == []
-    assert seen.header_values("X-BehaviorGate-Decision") != ["ALLOW"]
+    assert seen.header_values("X-BehaviorGate-Decision") == ["LEARNING"]
     assert seen.header_values("X-Forwarded-For") == ["127.0.0.1"]
     assert seen.header_values("X-Forwarded-Proto") == ["http"]
     assert seen.header_values("X-Forwarded-Host") == ["gw.test"]

@@ -16,8 +16,17 @@ from aiohttp import web
 from bench.procs import free_port, wait_port
 
 
-def start_gateway(upstream_port: int, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false", "BEHAVIORGATE_SERVER__SHUTDOWN_TIMEOUT": "10"}
+def start_gateway(
+    upstream_port: int, port: int, *extra: str, data_dir: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
+        "BEHAVIORGATE_SERVER__SHUTDOWN_TIMEOUT": "10",
+        "BEHAVIORGATE_DATABASE__SQLITE_PATH": f"{data_dir}/bg.sqlite3",
+        "BEHAVIORGATE_WRITER__SPOOL_PATH": f"{data_dir}/predictions.spool",
+        **(env or {}),
+    }
     return subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{upstream_port}",
          "--port", str(port), *extra],
@@ -29,7 +38,7 @@ async def wait_ready(port: int) -> None:
     await asyncio.get_running_loop().run_in_executor(None, wait_port, port, 30.0)
 
 
-async def test_two_workers_share_one_port(aiohttp_server):
+async def test_two_workers_share_one_port(aiohttp_server, tmp_path, redis_url, redis_prefix, pg_dsn):
     async def ok(_: web.Request) -> web.Response:
         return web.json_response({"ok": 1})
 
@@ -37,7 +46,8 @@ async def test_two_workers_share_one_port(aiohttp_server):
     app.router.add_get("/x", ok)
     up = await aiohttp_server(app)
     port = free_port()
-    proc = start_gateway(up.port, port, "--workers", "2")
+    shared = {"REDIS_URL": redis_url, "DATABASE_URL": pg_dsn, "BEHAVIORGATE_HISTORY__KEY_PREFIX": redis_prefix}
+    proc = start_gateway(up.port, port, "--workers", "2", data_dir=str(tmp_path), env=shared)
     try:
         await wait_ready(port)
         pids = set()
@@ -54,7 +64,7 @@ async def test_two_workers_share_one_port(aiohttp_server):
         assert proc.wait(20) == 0
 
 
-async def test_sigterm_drains_in_flight_requests(aiohttp_server):
+async def test_sigterm_drains_in_flight_requests(aiohttp_server, tmp_path):
     started = asyncio.Event()
 
     async def slow(_: web.Request) -> web.Response:
@@ -66,7 +76,7 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     app.router.add_get("/slow", slow)
     up = await aiohttp_server(app)
     port = free_port()
-    proc = start_gateway(up.port, port)
+    proc = start_gateway(up.port, port, data_dir=str(tmp_path))
     try:
         await wait_ready(port)
         async with aiohttp.ClientSession() as s:
@@ -82,3 +92,12 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_workers_without_shared_stores_is_a_config_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check-config"],
+        env={**os.environ, "BEHAVIORGATE_SERVER__WORKERS": "2"}, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "needs redis.url and database.url" in proc.stderr
