@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from config._base import Section
+from config.api import ApiSettings
 from config.enforcement import EnforcementSettings
 from config.gateway import (
     ForwardingSettings,
@@ -69,6 +70,7 @@ class Settings(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _shared_stores_for_workers(self) -> Settings:
