@@ -19,6 +19,7 @@ from config.gateway import (
 )
 from config.history import HistorySettings
 from config.identity import IdentitySettings
+from config.lifecycle import LifecycleSettings
 from config.model import ModelSettings
 from config.policy import PolicySettings
 from config.storage import DatabaseSettings, RetentionSettings, WriterSettings
@@ -70,6 +71,7 @@ class Settings(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
