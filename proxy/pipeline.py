@@ -144,6 +144,11 @@ class Pipeline:
         drop = self._identity_headers if peer not in self.identity.trusted_proxies else frozenset()
         if match.exempt or not self.settings.scoring.enabled:
             response = await self._forward(request, forwarded, {"X-Request-ID": request_id}, drop)
+            if (
+                self._is_verification(request.method, match.normalized)
+                and 200 <= response.status < 300
+            ):
+                await self._grant_unscored(request, peer, client_ip)
             if self.settings.logging.access_log:
                 log.info(
                     "request",
@@ -259,6 +264,10 @@ class Pipeline:
         if decision in (Decision.CHALLENGE, Decision.REQUIRE_2FA):
             if snapshot.stepup_until is not None and snapshot.stepup_until > ctx.ts:
                 verdict.enforced, verdict.note = Decision.ALLOW, "step-up satisfied"
+                return
+            if self._is_verification(ctx.method, ctx.path):
+                # Challenging the step-up itself would lock the user out; BLOCK still applies.
+                verdict.enforced, verdict.note = Decision.ALLOW, "step-up verification"
                 return
             esc = self.settings.enforcement.escalation
             if (
@@ -424,10 +433,9 @@ class Pipeline:
         if (
             200 <= status < 300
             and verdict.enforced not in (Decision.BLOCK, Decision.CHALLENGE, Decision.REQUIRE_2FA)
-            and ctx.method in self._verify_methods
-            and match.normalized == self._verify_path
+            and self._is_verification(ctx.method, match.normalized)
         ):
-            self._spawn(self._grant(ctx))
+            self._spawn(self._grant(ctx.session_id, ctx.user_id, ctx.ts))
         if self.settings.logging.access_log:
             level = log.warning if verdict.decision.severity >= 1 else log.info
             level(
@@ -454,13 +462,21 @@ class Pipeline:
         except _DEPENDENCY_ERRORS:
             self.metrics.dependency_errors.labels("redis").inc()
 
-    async def _grant(self, ctx: RequestContext) -> None:
+    def _is_verification(self, method: str, normalized_path: str) -> bool:
+        return method in self._verify_methods and normalized_path == self._verify_path
+
+    async def _grant_unscored(self, request: web.Request, peer: str, client_ip: str) -> None:
+        """A verification on an exempt path still grants the step-up to the caller's session."""
+        try:
+            ident = self.identity.resolve(request.headers, peer, client_ip)
+        except IdentityError:
+            return
+        self._spawn(self._grant(ident.session_id, ident.user_id, time.time()))
+
+    async def _grant(self, session_id: str, user_id: str | None, now: float) -> None:
         try:
             await self.history.grant_stepup(
-                ctx.session_id,
-                ctx.user_id,
-                self.settings.enforcement.stepup.grant_ttl_seconds,
-                now=ctx.ts,
+                session_id, user_id, self.settings.enforcement.stepup.grant_ttl_seconds, now=now
             )
             self.metrics.stepups.labels("completed").inc()
         except _DEPENDENCY_ERRORS:

@@ -90,3 +90,11 @@ async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+def bundle_bytes() -> bytes:
+    """A small model trained once per run on vectors from the gateway's own features code."""
+    from tests.modelfixture import tiny_bundle_bytes
+
+    return tiny_bundle_bytes()
