@@ -118,6 +118,23 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     return lines
 
 
+def _place_files(data: dict[str, Any]) -> dict[str, Any]:
+    """Files the gateway creates go under `data_dir` unless their own path is configured."""
+    base = Path(str(data.get("data_dir", "data")))
+    placed = {
+        "database": {"sqlite_path": str(base / "behaviorgate.sqlite3")},
+        "writer": {"spool_path": str(base / "predictions.spool")},
+    }
+    out = dict(data)
+    for section, defaults in placed.items():
+        current = out.get(section)
+        if current is None:
+            out[section] = defaults
+        elif isinstance(current, dict):
+            out[section] = {**defaults, **current}
+    return out
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -134,6 +151,7 @@ def load_settings(
     data = deep_merge(data, env_overrides(environ))
     if overrides:
         data = deep_merge(data, overrides)
+    data = _place_files(data)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

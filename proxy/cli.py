@@ -129,6 +129,13 @@ def cmd_sample_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_defaults(_: argparse.Namespace) -> int:
+    from config.document import render_defaults
+
+    sys.stdout.write(render_defaults())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="behaviorgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a settings file and exit")
     check.add_argument("--config", "-c")
     check.set_defaults(func=cmd_check_config)
+
+    defaults = sub.add_parser(
+        "config-defaults", help="print every setting with its default and meaning"
+    )
+    defaults.set_defaults(func=cmd_config_defaults)
 
     sample = sub.add_parser("sample-upstream", help="run the bundled ExpenseFlow-like sample API")
     sample.add_argument("--host", default="127.0.0.1")
