@@ -15,6 +15,7 @@ from config.settings import Settings
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
 from proxy.identity import IdentityResolver
+from proxy.lifecycle import lifecycle_ctx
 from proxy.metrics import Metrics
 from proxy.models import ModelHolder
 from proxy.notify import Notifier
@@ -213,7 +214,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
         await pipeline.drain()
         await notifier.close()
 
-    app.cleanup_ctx.extend([upstream_ctx, redis_ctx, store_ctx, pipeline_ctx])
+    app.cleanup_ctx.extend([upstream_ctx, redis_ctx, store_ctx, lifecycle_ctx, pipeline_ctx])
     app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=_expect_handler)
     return app
 

@@ -95,6 +95,7 @@ class PgStore:
         self._settings = settings
         self.schema = schema
         self.registry = PgRegistry(pool, settings, schema)
+        self._held: dict[str, asyncpg.Connection] = {}
 
     @classmethod
     async def open(cls, settings: DatabaseSettings) -> PgStore:
@@ -125,6 +126,8 @@ class PgStore:
         return store
 
     async def close(self) -> None:
+        for name in list(self._held):
+            await self.unlock(name)
         await self.registry.close()
         await self._pool.close()
 
@@ -389,6 +392,99 @@ class PgStore:
             )
         return _incident(row) if row else None
 
+    # -- lifecycle: job locks, drift checks, job slots -----------------------------------------
+
+    async def try_lock(self, name: str) -> bool:
+        """Take the cluster-wide lock ``name`` without waiting; False when someone holds it.
+
+        A session advisory lock on a dedicated connection: it is released by :meth:`unlock`,
+        or by the server when this process dies and its connection drops.
+        """
+        if name in self._held:
+            return False
+        async with _guard():
+            conn = await asyncpg.connect(self._settings.url, timeout=self._settings.connect_timeout)
+            try:
+                got = await conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key(name)
+                )
+            except BaseException:
+                await conn.close()
+                raise
+        if not got:
+            await conn.close()
+            return False
+        self._held[name] = conn
+        return True
+
+    async def unlock(self, name: str) -> None:
+        """Release a lock taken by :meth:`try_lock` (closing its connection releases it)."""
+        conn = self._held.pop(name, None)
+        if conn is None:
+            return
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._lock_key(name))
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            await conn.close()
+
+    def _lock_key(self, name: str) -> str:
+        return f"behaviorgate:lock:{self.schema}:{name}"
+
+    async def insert_drift_check(
+        self, checked_at: datetime, model_version: int | None, report: dict, *, keep: int = 0
+    ) -> int:
+        """Store one drift check; with ``keep`` > 0 only the newest ``keep`` checks remain."""
+        async with _guard(), self._pool.acquire() as conn, conn.transaction():
+            new_id = await conn.fetchval(
+                """INSERT INTO drift_checks
+                       (checked_at, model_version, drift_score, is_drifting, sample_size, report)
+                   VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id""",
+                aware(checked_at),
+                model_version,
+                float(report.get("driftScore", 0.0)),
+                bool(report.get("isDrifting", False)),
+                int(report.get("sampleSize", 0)),
+                dumps_json(report, limit=10**7),
+            )
+            if keep > 0:
+                await conn.execute(
+                    """DELETE FROM drift_checks WHERE id <= (
+                           SELECT id FROM drift_checks ORDER BY id DESC OFFSET $1 LIMIT 1)""",
+                    keep,
+                )
+        return int(new_id)
+
+    async def list_drift_checks(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` drift checks, newest first."""
+        async with _guard():
+            rows = await self._pool.fetch(
+                "SELECT * FROM drift_checks ORDER BY id DESC LIMIT $1", max(0, limit)
+            )
+        return [_drift_check(r, r["checked_at"], _loads(r["report"])) for r in rows]
+
+    async def job_slot(self, job: str) -> datetime | None:
+        """The slot (start time) the scheduled job ``job`` last ran for, if any."""
+        async with _guard():
+            return await self._pool.fetchval("SELECT slot FROM job_runs WHERE job = $1", job)
+
+    async def record_job_run(
+        self, job: str, slot: datetime, *, ran_at: datetime, status: str, details: dict
+    ) -> None:
+        """Remember that ``job`` ran for ``slot`` (an upsert; the slot never moves back)."""
+        async with _guard():
+            await self._pool.execute(
+                """INSERT INTO job_runs (job, slot, ran_at, status, details)
+                   VALUES ($1, $2, $3, $4, $5::jsonb)
+                   ON CONFLICT (job) DO UPDATE SET slot = greatest(job_runs.slot, EXCLUDED.slot),
+                       ran_at = EXCLUDED.ran_at, status = EXCLUDED.status,
+                       details = EXCLUDED.details""",
+                clean_text(job, 64),
+                aware(slot),
+                aware(ran_at),
+                clean_text(status, 64),
+                dumps_json(details, limit=10**5),
+            )
+
     # -- partitions and retention -------------------------------------------------------------
 
     async def ensure_partitions(self, now: datetime | None = None) -> list[str]:
@@ -461,6 +557,22 @@ class PgStore:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _loads(value: Any) -> dict[str, Any]:
+    return orjson.loads(value) if isinstance(value, str | bytes) else dict(value or {})
+
+
+def _drift_check(row: Any, checked_at: datetime, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "checked_at": checked_at,
+        "model_version": row["model_version"],
+        "drift_score": row["drift_score"],
+        "is_drifting": bool(row["is_drifting"]),
+        "sample_size": row["sample_size"],
+        "report": report,
+    }
 
 
 def _day(dt: datetime) -> datetime:

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 import numpy as np
+import orjson
 
 from config.storage import DatabaseSettings
 from storage.migrate import first_row, migrate_sqlite
@@ -84,6 +85,8 @@ class SqliteStore:
         self._conn = conn
         self._lock = asyncio.Lock()
         self.registry = SqliteRegistry(conn, self._lock, settings)
+        # Embedded means one process: job locks need only be process-local.
+        self._held: set[str] = set()
 
     @classmethod
     async def open(cls, path: str | Path, settings: DatabaseSettings) -> SqliteStore:
@@ -363,6 +366,91 @@ class SqliteStore:
             cur = await conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,))
             row = await first_row(cur)
         return _incident(row) if row else None
+
+    # -- lifecycle: job locks, drift checks, job slots -----------------------------------------
+
+    async def try_lock(self, name: str) -> bool:
+        """Take the lock ``name`` without waiting; False when it is held (process-local)."""
+        if name in self._held:
+            return False
+        self._held.add(name)
+        return True
+
+    async def unlock(self, name: str) -> None:
+        """Release a lock taken by :meth:`try_lock`."""
+        self._held.discard(name)
+
+    async def insert_drift_check(
+        self, checked_at: datetime, model_version: int | None, report: dict, *, keep: int = 0
+    ) -> int:
+        """Store one drift check; with ``keep`` > 0 only the newest ``keep`` checks remain."""
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                """INSERT INTO drift_checks
+                       (checked_at, model_version, drift_score, is_drifting, sample_size, report)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    to_us(checked_at),
+                    model_version,
+                    float(report.get("driftScore", 0.0)),
+                    int(bool(report.get("isDrifting", False))),
+                    int(report.get("sampleSize", 0)),
+                    dumps_json(report, limit=10**7),
+                ),
+            )
+            new_id = int(cur.lastrowid or 0)
+            if keep > 0:
+                await conn.execute(
+                    """DELETE FROM drift_checks WHERE id <= (
+                           SELECT id FROM drift_checks ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+                    (keep,),
+                )
+        return new_id
+
+    async def list_drift_checks(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` drift checks, newest first."""
+        rows = await self._fetch(
+            """SELECT id, checked_at, model_version, drift_score, is_drifting, sample_size, report
+               FROM drift_checks ORDER BY id DESC LIMIT ?""",
+            (max(0, limit),),
+        )
+        return [
+            {
+                "id": r[0],
+                "checked_at": from_us(r[1]),
+                "model_version": r[2],
+                "drift_score": r[3],
+                "is_drifting": bool(r[4]),
+                "sample_size": r[5],
+                "report": orjson.loads(r[6]),
+            }
+            for r in rows
+        ]
+
+    async def job_slot(self, job: str) -> datetime | None:
+        """The slot (start time) the scheduled job ``job`` last ran for, if any."""
+        rows = await self._fetch("SELECT slot FROM job_runs WHERE job = ?", (job,))
+        return from_us(rows[0][0]) if rows else None
+
+    async def record_job_run(
+        self, job: str, slot: datetime, *, ran_at: datetime, status: str, details: dict
+    ) -> None:
+        """Remember that ``job`` ran for ``slot`` (an upsert; the slot never moves back)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO job_runs (job, slot, ran_at, status, details)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (job) DO UPDATE SET slot = max(job_runs.slot, excluded.slot),
+                       ran_at = excluded.ran_at, status = excluded.status,
+                       details = excluded.details""",
+                (
+                    clean_text(job, 64),
+                    to_us(slot),
+                    to_us(ran_at),
+                    clean_text(status, 64),
+                    dumps_json(details, limit=10**5),
+                ),
+            )
 
     # -- retention ----------------------------------------------------------------------------
 
