@@ -12,6 +12,7 @@ from aiohttp import hdrs, web
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from proxy.api import setup_api
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
 from proxy.identity import IdentityResolver
@@ -215,6 +216,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
         await notifier.close()
 
     app.cleanup_ctx.extend([upstream_ctx, redis_ctx, store_ctx, lifecycle_ctx, pipeline_ctx])
+    setup_api(app)
     app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=_expect_handler)
     return app
 
