@@ -23,15 +23,23 @@ from scoring.ensemble import Scorer
 from scoring.forest import compile_forest, fit_isolation_forest
 from scoring.training import train_bundle
 
-PUBLISHED = {"shuttle": 1.00, "mammography": 0.86, "annthyroid": 0.82, "satellite": 0.71,
-             "pima": 0.67, "breastw": 0.99, "ionosphere": 0.85}
+PUBLISHED = {
+    "shuttle": 1.00,
+    "mammography": 0.86,
+    "annthyroid": 0.82,
+    "satellite": 0.71,
+    "pima": 0.67,
+    "breastw": 0.99,
+    "ionosphere": 0.85,
+}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "odds"
 
 
 def run_one(X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:
     forest = compile_forest(fit_isolation_forest(X, IsolationForestSettings(), seed=seed))
     settings = ModelSettings.model_validate(
-        {"training": {"min_samples": 2, "max_samples": max(2, len(X))}})
+        {"training": {"min_samples": 2, "max_samples": max(2, len(X))}}
+    )
     names = [f"x{i}" for i in range(X.shape[1])]
     scores = Scorer(train_bundle(X, names, "odds", settings, seed=seed)).score_batch(X)
     return {
@@ -49,8 +57,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
     cols = ("forest", "bundle_forest", "autoencoder", "ensemble")
-    print(f"{'data set':<12} {'rows':>6} {'feat':>4} {'published':>9} "
-          + " ".join(f"{c:>13}" for c in cols) + f" {'|forest-pub|':>12} {'s/seed':>7}")
+    print(
+        f"{'data set':<12} {'rows':>6} {'feat':>4} {'published':>9} "
+        + " ".join(f"{c:>13}" for c in cols)
+        + f" {'|forest-pub|':>12} {'s/seed':>7}"
+    )
     for name, published in PUBLISHED.items():
         if args.only and name not in args.only:
             continue
@@ -60,9 +71,12 @@ def main() -> None:
         runs = [run_one(X, y, seed) for seed in range(args.seeds)]
         per_seed = (time.perf_counter() - t0) / args.seeds
         mean = {c: float(np.mean([r[c] for r in runs])) for c in cols}
-        print(f"{name:<12} {len(X):>6} {X.shape[1]:>4} {published:>9.2f} "
-              + " ".join(f"{mean[c]:>13.3f}" for c in cols)
-              + f" {abs(mean['forest'] - published):>12.3f} {per_seed:>7.1f}", flush=True)
+        print(
+            f"{name:<12} {len(X):>6} {X.shape[1]:>4} {published:>9.2f} "
+            + " ".join(f"{mean[c]:>13.3f}" for c in cols)
+            + f" {abs(mean['forest'] - published):>12.3f} {per_seed:>7.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

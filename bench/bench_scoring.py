@@ -75,6 +75,7 @@ def reference_path(bundle, X: np.ndarray):
         with torch.no_grad():
             z = torch.from_numpy(ae.standardise(x).astype(np.float32))
             ((net(z) - z) ** 2).mean(dim=-1)
+
     return one
 
 
@@ -86,9 +87,11 @@ def main() -> None:
     settings = ModelSettings.model_validate({"training": {"max_samples": 1_000_000}})
     bundle, seconds = train(args.rows, settings)
     m = bundle.metrics
-    print(f"training {args.rows} rows: {seconds:.1f} s (forest {m['durations_s']['forest']:.1f} s, "
-          f"autoencoder {m['durations_s']['autoencoder']:.1f} s over "
-          f"{m['autoencoder']['epochs_run']} epochs); held-out rates {m['heldout_rates']}")
+    print(
+        f"training {args.rows} rows: {seconds:.1f} s (forest {m['durations_s']['forest']:.1f} s, "
+        f"autoencoder {m['durations_s']['autoencoder']:.1f} s over "
+        f"{m['autoencoder']['epochs_run']} epochs); held-out rates {m['heldout_rates']}"
+    )
     scorer = Scorer(bundle)
     test = traffic(2000, 7)
     x, batch = test[0], test[:64]
@@ -103,15 +106,21 @@ def main() -> None:
     naive = reference_path(bundle, traffic(5000, 3))
     one_us, batch_us = per_call_us(ours_one, 2000), per_call_us(ours_batch, 200)
     ref_one, ref_batch = per_call_us(lambda: naive(x), 20), per_call_us(lambda: naive(batch), 20)
-    print(f"one row : ours {one_us:8.1f} us   sklearn+torch {ref_one:9.1f} us   "
-          f"x{ref_one / one_us:.0f}")
-    print(f"64 rows : ours {batch_us:8.1f} us   sklearn+torch {ref_batch:9.1f} us   "
-          f"x{ref_batch / batch_us:.0f}   ({batch_us / 64:.1f} us/row)")
+    print(
+        f"one row : ours {one_us:8.1f} us   sklearn+torch {ref_one:9.1f} us   "
+        f"x{ref_one / one_us:.0f}"
+    )
+    print(
+        f"64 rows : ours {batch_us:8.1f} us   sklearn+torch {ref_batch:9.1f} us   "
+        f"x{ref_batch / batch_us:.0f}   ({batch_us / 64:.1f} us/row)"
+    )
     bad = anomalies(400, 11)
     flagged = bad[scorer.score_batch(bad).composite >= scorer.thresholds.monitor]
     print(f"explanation: {per_call_us(lambda: explain(scorer, flagged[0]), 500):.1f} us")
-    print(f"fidelity: top-3 reset lowers the composite for {fidelity(scorer, flagged):.1%} of "
-          f"{len(flagged)} flagged anomalies (of {len(bad)} planted)")
+    print(
+        f"fidelity: top-3 reset lowers the composite for {fidelity(scorer, flagged):.1%} of "
+        f"{len(flagged)} flagged anomalies (of {len(bad)} planted)"
+    )
     if args.million:
         _, seconds = train(1_000_000, settings)
         print(f"training 1000000 rows: {seconds:.1f} s")

@@ -11,14 +11,25 @@ import sys
 import aiohttp
 from aiohttp import web
 
-HOP = {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 
 
 def make_app(upstream: str) -> web.Application:
     app = web.Application()
 
     async def start(_: web.Application):
-        app["session"] = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=256))
+        app["session"] = aiohttp.ClientSession(
+            auto_decompress=False, connector=aiohttp.TCPConnector(limit=256)
+        )
         yield
         await app["session"].close()
 
@@ -26,7 +37,11 @@ def make_app(upstream: str) -> web.Application:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
         data = request.content if request.body_exists else None
         async with app["session"].request(
-            request.method, upstream + request.raw_path, headers=headers, data=data, allow_redirects=False
+            request.method,
+            upstream + request.raw_path,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
         ) as up:
             resp = web.StreamResponse(status=up.status)
             for k, v in up.headers.items():
@@ -52,4 +67,6 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), access_log=None, print=None)
+    web.run_app(
+        make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), access_log=None, print=None
+    )

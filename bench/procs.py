@@ -33,9 +33,13 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )  # noqa: S603
     try:
         wait_port(port)
         yield proc
@@ -71,16 +75,27 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, *, seconds: int = 10, connections: int = 64, threads: int = 1, rate: int | None = None,
-        headers: dict[str, str] | None = None) -> LoadResult:
-    """Closed loop with wrk (or open loop at `rate` req/s with wrk2-style --rate if supported)."""
+def wrk(
+    url: str,
+    *,
+    seconds: int = 10,
+    connections: int = 64,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+    script: os.PathLike[str] | str | None = None,
+) -> LoadResult:
+    """Closed-loop load with wrk (a separate process); `script` is a wrk Lua request generator."""
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     args = [exe, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     for k, v in (headers or {}).items():
         args[1:1] = ["-H", f"{k}: {v}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout  # noqa: S603
+    if script is not None:
+        args[1:1] = ["-s", str(script)]
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout  # noqa: S603
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))

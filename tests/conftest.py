@@ -95,6 +95,6 @@ async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def bundle_bytes() -> bytes:
     """A small model trained once per run on vectors from the gateway's own features code."""
-    from tests.modelfixture import tiny_bundle_bytes
+    from bench.trafficmodel import tiny_bundle_bytes
 
     return tiny_bundle_bytes()

@@ -1,4 +1,4 @@
-"""A small real model, trained on feature vectors produced by the gateway's own history + features code."""
+"""A small real model trained on vectors from the gateway's own history + features code (tests, benches)."""
 
 from __future__ import annotations
 
