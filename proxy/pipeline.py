@@ -195,7 +195,7 @@ class Pipeline:
             request, request_id, ident, ctx, rule, verdict, prediction_id, forwarded, drop
         )
         self._after(
-            request, ctx, ident, rule, match, verdict, prediction_id, response, scoring_ms, started
+            request_id, ctx, ident, rule, match, verdict, prediction_id, response, scoring_ms, started
         )
         return response
 
@@ -384,7 +384,7 @@ class Pipeline:
 
     def _after(
         self,
-        request: web.Request,
+        request_id: str,
         ctx: RequestContext,
         ident: Identity,
         rule: RulePolicy,
@@ -440,7 +440,7 @@ class Pipeline:
             level = log.warning if verdict.decision.severity >= 1 else log.info
             level(
                 "request",
-                request_id=request.headers.get("X-Request-ID") or prediction_id,
+                request_id=request_id,
                 prediction_id=prediction_id,
                 method=ctx.method,
                 route=ctx.route,
