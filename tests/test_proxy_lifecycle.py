@@ -367,9 +367,7 @@ async def test_scheduler_slots_catch_up_once_and_one_replica_per_slot(
         assert await a.store.registry.active_version_number() == done["version"] != v1
         checks = await a.store.list_drift_checks(10)
         assert len(checks) == 3
-        assert a.store.job_slot and await a.store.job_slot("daily_retrain") == datetime(
-            2026, 3, 13, tzinfo=UTC
-        )
+        assert await a.store.job_slot("daily_retrain") == datetime(2026, 3, 13, tzinfo=UTC)
         # b follows the new version through the registry watch.
         for _ in range(50):
             if b.holder.version == done["version"]:
