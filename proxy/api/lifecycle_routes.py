@@ -61,10 +61,11 @@ async def initialize(request: web.Request, caller: Caller | None) -> tuple[int, 
 
 async def retrain(request: web.Request, caller: Caller | None) -> tuple[int, dict[str, Any]]:
     doc = await read_json(request, deps.settings(request).api.max_body_bytes)
-    only_keys(doc, {"reason"})
+    only_keys(doc, {"force", "reason"})
+    force = body_bool(doc, "force", False)
     reason = body_str(doc, "reason", required=False, max_len=200) or "manual retrain"
     assert caller is not None
-    return await _train(request, caller, reason=reason, force=True)
+    return await _train(request, caller, reason=reason, force=force)
 
 
 async def list_models(request: web.Request, _: Caller | None) -> dict[str, Any]:

@@ -287,7 +287,11 @@ def paths() -> dict[str, Any]:
                 access="admin",
                 status=202,
                 errors=(409,),
-                body=obj({}, {"reason": {"type": "string", "maxLength": 200}}, closed=True),
+                body=obj(
+                    {},
+                    {"force": BOOL, "reason": {"type": "string", "maxLength": 200}},
+                    closed=True,
+                ),
             )
         },
         "/models": {
