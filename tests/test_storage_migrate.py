@@ -11,7 +11,15 @@ import pytest
 
 from storage.migrate import first_row, load_migrations, migrate_pg, migrate_sqlite, split_sqlite
 
-EXPECTED_TABLES = {"predictions", "feedback", "incidents", "model_versions", "schema_migrations"}
+EXPECTED_TABLES = {
+    "predictions",
+    "feedback",
+    "incidents",
+    "model_versions",
+    "schema_migrations",
+    "drift_checks",
+    "job_runs",
+}
 
 
 def test_both_dialects_have_the_same_versions() -> None:
@@ -42,10 +50,10 @@ async def _pg_tables(conn: asyncpg.Connection) -> set[str]:
 async def test_pg_from_empty_then_rerun(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await migrate_pg(conn) == [1]
+        assert await migrate_pg(conn) == [1, 2]
         assert await _pg_tables(conn) == EXPECTED_TABLES
         assert await migrate_pg(conn) == []
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
         # nothing leaked into public
         assert await conn.fetchval("SELECT to_regclass('public.predictions')") is None
     finally:
@@ -56,7 +64,7 @@ async def test_pg_two_concurrent_migrators(pg_dsn: str) -> None:
     a, b = await asyncpg.connect(pg_dsn), await asyncpg.connect(pg_dsn)
     try:
         done = await asyncio.gather(migrate_pg(a), migrate_pg(b))
-        assert sorted(done) == [[], [1]]
+        assert sorted(done) == [[], [1, 2]]
         assert await _pg_tables(a) == EXPECTED_TABLES
     finally:
         await a.close()
@@ -79,7 +87,7 @@ async def _sqlite_tables(conn: aiosqlite.Connection) -> set[str]:
 async def test_sqlite_from_empty_then_rerun(tmp_path: Path) -> None:
     conn = await _sqlite(tmp_path / "db")
     try:
-        assert await migrate_sqlite(conn) == [1]
+        assert await migrate_sqlite(conn) == [1, 2]
         assert await migrate_sqlite(conn) == []
         assert await _sqlite_tables(conn) == EXPECTED_TABLES
     finally:
@@ -90,9 +98,9 @@ async def test_sqlite_two_concurrent_migrators(tmp_path: Path) -> None:
     a, b = await _sqlite(tmp_path / "db"), await _sqlite(tmp_path / "db")
     try:
         done = await asyncio.gather(migrate_sqlite(a), migrate_sqlite(b))
-        assert sorted(done) == [[], [1]]
+        assert sorted(done) == [[], [1, 2]]
         cur = await a.execute("SELECT count(*) FROM schema_migrations")
-        assert (await cur.fetchone())[0] == 1
+        assert (await cur.fetchone())[0] == 2
     finally:
         await a.close()
         await b.close()
