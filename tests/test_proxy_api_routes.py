@@ -24,7 +24,7 @@ from storage.records import PredictionRecord
 from tests.proxyharness import RecordingUpstream, gateway_settings
 
 SECRET = "s" * 40
-ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"  # noqa: S105 - a test token
 P = "/api/ml-anomaly"
 DOC = document(P)
 
