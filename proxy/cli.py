@@ -1,4 +1,5 @@
-"""`behaviorgate` command line: serve, check-config, sample-upstream."""
+"""`behaviorgate` command line: serve, check-config, sample-upstream, simulate, import-log,
+replay, demo."""
 
 from __future__ import annotations
 
@@ -170,7 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--latency-scale", type=float, default=1.0)
     sample.set_defaults(func=cmd_sample_upstream)
+
+    _add_offline_commands(sub)
     return parser
+
+
+def _add_offline_commands(sub: Any) -> None:
+    """The commands that train, simulate or score outside the serving process."""
+    from proxy.demo import add_demo_parser
+    from proxy.offline import add_offline_parsers
+    from proxy.simulate import add_simulate_parser
+
+    add_demo_parser(sub)
+    add_simulate_parser(sub)
+    add_offline_parsers(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -473,16 +473,27 @@ def plan_live(users: Sequence[UserProfile], *, seed: int, now: float, sessions: 
               duration_s: float, attack_rate: float = 0.2,
               scenarios: Sequence[str] = SCENARIOS) -> list[SimRequest]:
     """A live plan: ``ts`` in seconds from the start, every session starting in the first half
-    of ``duration_s``; ``attack_rate`` of the sessions are attacks (at least one if > 0)."""
+    of ``duration_s``; ``attack_rate`` of the sessions are attacks (at least one if > 0).
+
+    A user's normal sessions never overlap (a session that would start while all the users at
+    work are busy is dropped), so fewer normal sessions than asked for may be planned.
+    """
     rng = random.Random(f"live:{seed}")
     pool = active_users(users, now)
     n_attack = max(1, round(sessions * attack_rate)) if attack_rate > 0 else 0
     out: list[SimRequest] = []
+    busy_until: dict[str, float] = {}  # a person works in one session at a time
     for k in range(sessions - n_attack):
-        u = rng.choice(pool)
+        t0 = rng.uniform(0, duration_s / 2)
+        free = [u for u in pool if busy_until.get(u.name, -math.inf) < t0]
+        if not free:
+            continue
+        u = rng.choice(free)
         ua = u.devices[-1] if rng.random() < 0.25 else u.devices[0]
         ip = u.office_ip if rng.random() < 0.7 else u.home_ip
-        out += normal_session(rng, u, rng.uniform(0, duration_s / 2), f"live-{k}", ip, ua)
+        session = normal_session(rng, u, t0, f"live-{k}", ip, ua)
+        busy_until[u.name] = session[-1].ts
+        out += session
     out += _attacks(rng, pool, n_attack, 0.0, duration_s / 2, scenarios)
     out.sort(key=lambda r: r.ts)
     return [r for r in out if r.ts < duration_s]
@@ -493,7 +504,9 @@ class LiveResult:
     """One request sent to the gateway and what came back.
 
     ``action`` is the gateway's decision when it answered itself (401 CHALLENGE/REQUIRE_2FA,
-    403 BLOCK), else None (the upstream answered, or the gateway errored).
+    403 BLOCK), else None (the upstream answered, or the gateway errored). ``decision`` is the
+    ``X-BehaviorGate-Decision`` header of a forwarded answer, when the gateway exposes it
+    (``forwarding.expose_decision_to_client``): the only way a client sees MONITOR.
     """
 
     seq: int
@@ -508,6 +521,7 @@ class LiveResult:
     action: str | None
     latency_ms: float
     error: str | None = None
+    decision: str | None = None
 
 
 def _loopback_only(url: str) -> str:
@@ -551,11 +565,12 @@ async def _send(session: Any, base: str, r: SimRequest, state: _LiveState,
     if r.user is not None and token:
         headers["Authorization"] = f"Bearer {token}"
     t0 = time.perf_counter()
-    status, body, error = 0, None, None
+    status, body, error, decision = 0, None, None, None
     try:
         async with session.request(r.method, base + r.path, json=r.body, headers=headers,
                                    allow_redirects=False) as resp:
             status = resp.status
+            decision = resp.headers.get("X-BehaviorGate-Decision")
             raw = await resp.content.read(65_536)
             if resp.content_type == "application/json":
                 try:
@@ -573,7 +588,7 @@ async def _send(session: Any, base: str, r: SimRequest, state: _LiveState,
         state.blocked.add(r.session)
     return LiveResult(seq, round(time.perf_counter() - t_start, 3), r.label, r.attack_id,
                       r.session, r.account, r.method, r.path, status, action, round(latency, 2),
-                      error)
+                      error, decision)
 
 
 async def _run_session(client: Any, base: str, reqs: list[SimRequest], state: _LiveState,
@@ -621,6 +636,7 @@ async def drive(base_url: str, plan: Sequence[SimRequest], *, duration_s: float,
 
 
 _STRONG = frozenset({"CHALLENGE", "REQUIRE_2FA", "BLOCK"})
+_MONITOR_UP = _STRONG | {"MONITOR"}
 
 
 def summarize(results: Sequence[LiveResult]) -> dict[str, Any]:
@@ -647,6 +663,8 @@ def summarize(results: Sequence[LiveResult]) -> dict[str, Any]:
         "requests": len(results),
         "scenarios": per,
         "normal": {"requests": len(normal),
+                   "monitor_or_stronger": sum(
+                       1 for r in normal if (r.action or r.decision) in _MONITOR_UP) / n,
                    "challenge_or_stronger": sum(actions[a] for a in _STRONG) / n,
                    "block": actions["BLOCK"] / n,
                    "errors": sum(1 for r in normal if r.error) / n},
