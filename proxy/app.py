@@ -6,8 +6,10 @@ import itertools
 import os
 import re
 import secrets
+import traceback
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
@@ -38,6 +40,7 @@ WRITER = web.AppKey("writer", PredictionWriter)
 MODELS = web.AppKey("models", ModelHolder)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
+_log = structlog.get_logger("behaviorgate")
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -295,8 +298,21 @@ class HeaderDeadlineHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """aiohttp's own answers (malformed requests) in the gateway's JSON shape, never echoing."""
-        super().handle_error(request, status, exc, message)  # logs; raises if already answering
+        """aiohttp's own answers (malformed requests) in the gateway's JSON shape.
+
+        aiohttp's version logs the parser's message, which quotes the offending header line
+        (a bearer token, a cookie): only the error's type and where it was raised are logged here.
+        """
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot answer the error")
+        frame = exc.__traceback__ and traceback.extract_tb(exc.__traceback__)[-1]
+        _log.warning(
+            "request_refused" if status < 500 else "handler_failed",
+            status=status,
+            error=type(exc).__name__ if exc else None,
+            where=f"{frame.filename}:{frame.lineno}" if frame else None,
+            client_ip=request.remote,
+        )
         if isinstance(exc, LineTooLong):  # beyond the parser cap (server_options)
             response = json_error(431, "line_too_long", "a request or header line is too long")
         elif status < 500:
