@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -33,6 +34,7 @@ REDIS_URL = os.environ.get("BG_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def tokens_script(path: Path, n: int) -> None:
+    """A wrk Lua script cycling through `n` sessions, and the same tokens one per line (.txt)."""
     now = int(time.time())
     toks = [
         jwt.encode(
@@ -42,6 +44,7 @@ def tokens_script(path: Path, n: int) -> None:
         )
         for i in range(n)
     ]
+    path.with_suffix(".txt").write_text("\n".join(toks))
     lines = ",\n".join(f'"{t}"' for t in toks)
     path.write_text(
         f"local tokens = {{\n{lines}\n}}\nlocal i = 0\n"
@@ -69,8 +72,43 @@ async def seed_model(dsn: str, bundle: bytes) -> int:
         await store.close()
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, LoadResult]]:
+def open_loop(url: str, rate: float, seconds: int, tokens: Path | None = None) -> dict[str, float]:
+    cmd = py("-m", "bench.openloop", url, "--rate", str(int(rate)), "--seconds", str(seconds))
+    if tokens is not None:
+        cmd += ["--tokens", str(tokens)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds * 4 + 60)  # noqa: S603
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _profiler(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).with_name("py-spy"))
+    args = [
+        exe,
+        "record",
+        "-d",
+        str(seconds),
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+        "-p",
+        str(pid),
+    ]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
+def run(args: argparse.Namespace) -> tuple[list[tuple[str, LoadResult]], dict[str, object]]:
     rows: list[tuple[str, LoadResult]] = []
+    extra: dict[str, object] = {}
     up, mini, gw = free_port(), free_port(), free_port()
     db = f"bgbench_{secrets.token_hex(4)}"
     prefix = f"bgbench:{secrets.token_hex(4)}:"
@@ -79,76 +117,58 @@ def run(args: argparse.Namespace) -> list[tuple[str, LoadResult]]:
     work = Path(tempfile.mkdtemp(prefix="bgbench-"))
     script = work / "tokens.lua"
     tokens_script(script, args.sessions)
+    load = {"seconds": args.seconds, "connections": args.connections}
+    upstream_cmd = py(
+        "-m", "proxy.cli", "sample-upstream", "--port", str(up), "--latency-scale", "0"
+    )
+    mini_cmd = py("-m", "bench.minimal_proxy", f"http://127.0.0.1:{up}", str(mini))
+    gw_cmd = py(
+        "-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{up}", "--port", str(gw)
+    )
+    env = {
+        "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
+        "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
+        "BEHAVIORGATE_DATA_DIR": str(work),
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": dsn,
+        "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
+    }
+    gw_url, mini_url = f"http://127.0.0.1:{gw}/health", f"http://127.0.0.1:{mini}/health"
     try:
         asyncio.run(seed_model(dsn, tiny_bundle_bytes()))
-        load = dict(seconds=args.seconds, connections=args.connections)
-        with process(
-            py("-m", "proxy.cli", "sample-upstream", "--port", str(up), "--latency-scale", "0"), up
-        ):
+        with process(upstream_cmd, up):
             rows.append(("upstream direct", wrk(f"http://127.0.0.1:{up}/health", **load)))
-            with process(
-                py("-m", "bench.minimal_proxy", f"http://127.0.0.1:{up}", str(mini)), mini
-            ):
-                rows.append(
-                    ("minimal aiohttp pass-through", wrk(f"http://127.0.0.1:{mini}/health", **load))
+            with process(mini_cmd, mini):
+                rows.append(("minimal aiohttp pass-through", wrk(mini_url, **load)))
+            with process(gw_cmd, gw, env={**env, "BEHAVIORGATE_SCORING__ENABLED": "false"}):
+                rows.append(("gateway, scoring off", wrk(gw_url, script=script, **load)))
+            with process(gw_cmd, gw, env=env) as proc:
+                spy = (
+                    _profiler(proc.pid, args.seconds, work / "profile.txt")
+                    if args.profile
+                    else None
                 )
-            base_env = {
-                "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
-                "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
-                "BEHAVIORGATE_DATA_DIR": str(work),
-                "REDIS_URL": REDIS_URL,
-                "DATABASE_URL": dsn,
-                "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
-            }
-            cmd = py(
-                "-m",
-                "proxy.cli",
-                "serve",
-                "--upstream",
-                f"http://127.0.0.1:{up}",
-                "--port",
-                str(gw),
-            )
-            with process(cmd, gw, env={**base_env, "BEHAVIORGATE_SCORING__ENABLED": "false"}):
-                rows.append(
-                    (
-                        "gateway, scoring off",
-                        wrk(f"http://127.0.0.1:{gw}/health", script=script, **load),
-                    )
-                )
-            with process(cmd, gw, env=base_env) as proc:
-                if args.profile:
-                    spy = subprocess.Popen(  # noqa: S603
-                        [
-                            str(Path(sys.executable).with_name("py-spy")),
-                            "record",
-                            "-d",
-                            str(args.seconds),
-                            "-r",
-                            "200",
-                            "-f",
-                            "raw",
-                            "-o",
-                            str(work / "profile.txt"),
-                            "-p",
-                            str(proc.pid),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                rows.append(
-                    (
-                        "gateway, full scoring",
-                        wrk(f"http://127.0.0.1:{gw}/health", script=script, **load),
-                    )
-                )
-                if args.profile:
+                rows.append(("gateway, full scoring", wrk(gw_url, script=script, **load)))
+                if spy is not None:
                     spy.wait()
                     print(f"profile: {work / 'profile.txt'}")
+                rate = max(50, rows[-1][1].rps * 0.5)
+                extra["open_loop_rate"] = int(rate)
+                tokens = script.with_suffix(".txt")
+                extra["gateway_open_loop"] = open_loop(gw_url, rate, args.seconds, tokens)
+                extra["gateway_rss_mib"] = round(rss_mib(proc.pid), 1)
+            with process(mini_cmd, mini):
+                extra["passthrough_open_loop"] = open_loop(mini_url, rate, args.seconds)
+            if args.workers2:
+                with process([*gw_cmd, "--workers", "2"], gw, env=env):
+                    time.sleep(1)
+                    rows.append(
+                        ("gateway, full scoring, 2 workers", wrk(gw_url, script=script, **load))
+                    )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         asyncio.run(_clean_redis(prefix))
-    return rows
+    return rows, extra
 
 
 async def _clean_redis(prefix: str) -> None:
@@ -169,16 +189,30 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--sessions", type=int, default=500)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--workers2", action="store_true", help="also measure --workers 2")
     args = ap.parse_args()
-    rows = run(args)
+    rows, extra = run(args)
     base = rows[1][1].rps
+    head = f"closed loop, wrk -c{args.connections}"
     print(
-        f"{'path':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'× pass-through':>15}"
+        f"{head:36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x pass-through':>15}"
     )
     for name, r in rows:
         print(
-            f"{name:32} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d} {r.rps / base:15.2f}"
+            f"{name:36} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d} {r.rps / base:15.2f}"
         )
+    g, m = extra["gateway_open_loop"], extra["passthrough_open_loop"]
+    rate = extra["open_loop_rate"]
+    print(
+        f"\nopen loop at {rate} req/s (50% of the gateway's max), latency from the scheduled time:"
+    )
+    for name, r in (("minimal pass-through", m), ("gateway, full scoring", g)):
+        print(
+            f"  {name:24} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+            f"  p99.9 {r['p999_ms']:7.2f} ms  errors {r['errors']}"
+        )
+    print(f"  added p99: {g['p99_ms'] - m['p99_ms']:.2f} ms")
+    print(f"gateway RSS after the runs ({args.sessions} sessions): {extra['gateway_rss_mib']} MiB")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,21 @@ Scores are oriented like the paper (unlike scikit-learn): **higher = more anomal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from config.model import IsolationForestSettings
 
+if TYPE_CHECKING:  # scikit-learn is for training only: the serving process never imports it
+    from sklearn.ensemble import IsolationForest
+
 __all__ = [
-    "CompiledForest", "as_float32", "average_path_length", "compile_forest", "fit_isolation_forest",
+    "CompiledForest",
+    "as_float32",
+    "average_path_length",
+    "compile_forest",
+    "fit_isolation_forest",
 ]
 
 _EULER_GAMMA = 0.5772156649015329
@@ -62,6 +69,8 @@ def fit_isolation_forest(
     X: np.ndarray, settings: IsolationForestSettings, *, seed: int | None = None
 ) -> IsolationForest:
     """Fit scikit-learn's forest with the configured trees, sample size and contamination."""
+    from sklearn.ensemble import IsolationForest
+
     model = IsolationForest(
         n_estimators=settings.n_trees,
         max_samples=min(settings.sample_size, X.shape[0]),
