@@ -59,6 +59,15 @@ def request_id(request: web.BaseRequest) -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
+def _utf8_headers(raw: tuple[tuple[bytes, bytes], ...]) -> bool:
+    try:
+        for _, value in raw:
+            value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def header_problem(request: web.BaseRequest, settings: Settings) -> web.Response | None:
     """431 when headers are too many or too large; 413 when the declared body is too large."""
     raw = request.raw_headers
@@ -68,6 +77,9 @@ def header_problem(request: web.BaseRequest, settings: Settings) -> web.Response
             431, "headers_too_many", f"more than {limits.max_header_count} header lines"
         )
     size = sum(len(k) + len(v) + 4 for k, v in raw)
+    if not all(v.isascii() for _, v in raw) and not _utf8_headers(raw):
+        # Forwarding re-encodes header lines as UTF-8: other bytes could not go upstream unchanged.
+        return json_error(400, "invalid_header_encoding", "header values must be ASCII or UTF-8")
     if size > limits.max_header_bytes:
         return json_error(
             431, "headers_too_large", f"request headers exceed {limits.max_header_bytes} bytes"

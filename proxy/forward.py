@@ -115,8 +115,9 @@ def client_response_headers(raw_headers: Iterable[tuple[str, str]]) -> CIMultiDi
 
 
 def _decode_raw(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    # latin-1 maps every byte to one code point, so header bytes survive the round trip.
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    # aiohttp writes header lines as UTF-8, so UTF-8 is the decoding that round-trips exactly.
+    # Requests whose header bytes are not UTF-8 are refused earlier (`header_problem`).
+    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in raw]
 
 
 def declared_length(request: web.BaseRequest) -> int | None:

@@ -427,3 +427,18 @@ async def test_websocket_upgrade_is_relayed_both_ways(upstream, gateway):
             await ws.send_bytes(b"\x00\x01\x02")
             assert (await ws.receive_bytes(timeout=5)) == b"\x02\x01\x00"
     assert upstream.seen[-1].raw_path == "/ws"
+
+
+async def test_utf8_header_values_reach_upstream_byte_for_byte(upstream, gateway):
+    gw = await gateway()
+    raw = req("/u").replace(b"\r\n\r\n", b"\r\nX-Name: caf\xc3\xa9 \xe2\x9c\x93\r\n\r\n")
+    assert (await raw_exchange(gw.port, raw)).status == 200
+    assert [v for k, v in upstream.seen[-1].raw_headers if k == b"X-Name"] == [b"caf\xc3\xa9 \xe2\x9c\x93"]
+
+
+async def test_non_utf8_header_bytes_are_refused_not_altered(upstream, gateway):
+    gw = await gateway()
+    raw = req("/u").replace(b"\r\n\r\n", b"\r\nX-Name: caf\xe9\r\n\r\n")
+    resp = await raw_exchange(gw.port, raw)
+    assert resp.status == 400 and json.loads(resp.body)["error"]["code"] == "invalid_header_encoding"
+    assert upstream.seen == []
