@@ -88,7 +88,7 @@ class DemoOptions:
     users: int = 30
     days: int = 14
     history_attack_rate: float = 0.02
-    minutes: float = 2.0
+    minutes: float = 1.5
     sessions: int = 100
     attack_rate: float = 0.2
     max_requests: int = 5000
@@ -390,16 +390,18 @@ async def start_gateway(settings: Settings, redis: Any) -> Any:
     app = create_app(settings, redis=redis)
     opts = server_options(settings)
     runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=opts.pop("handler_cancellation"), **opts
+        app,
+        access_log=None,
+        handler_cancellation=opts.pop("handler_cancellation"),
+        shutdown_timeout=settings.server.shutdown_timeout,
+        **opts,
     )
     await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.server.host,
-        settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-    )
-    await site.start()
+    try:
+        await web.TCPSite(runner, settings.server.host, settings.server.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 
@@ -523,13 +525,21 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything the demo prints, as plain JSON-able data."""
     summary = summarize(results)
-    normal = [r for r in results if r.label == NORMAL]
+    # An attack session begins with its victim's own login (labelled normal); that login belongs
+    # to the attack session, not to normal traffic. The driver names normal sessions live-<k>.
+    in_attack = {
+        r.session for r in results if r.label != NORMAL or not r.session.startswith("live-")
+    }
+    normal = [r for r in results if r.session not in in_attack]
     attacks = [r for r in results if r.label != NORMAL]
+    victim_logins = [r for r in results if r.session in in_attack and r.label == NORMAL]
     scenarios = scenario_table(results)
     n_sessions = sum(s["sessions"] for s in scenarios.values())
     within = sum(s["caught_within_10"] for s in scenarios.values())
     normal_sessions = {r.session for r in normal}
     stopped_sessions = {r.session for r in normal if r.action in _STRONG}
+    attacked = {r.session for r in attacks}
+    stopped_at_login = {r.session for r in victim_logins if r.action == "BLOCK"} - attacked
     return {
         "seed": opts.seed,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
@@ -546,12 +556,11 @@ def build_report(
             "sessions": n_sessions,
             "caught_within_10": within,
             "share_within_10": round(within / n_sessions, 4) if n_sessions else None,
+            "victim_logins": dict(Counter(_level(r) for r in victim_logins)),
+            "blocked_at_victim_login": len(stopped_at_login),
         },
         "normal": {
-            **{
-                k: (round(v, 5) if isinstance(v, float) else v)
-                for k, v in summary["normal"].items()
-            },
+            **_shares(normal),
             "sessions": len(normal_sessions),
             "sessions_stopped": len(stopped_sessions),
         },
@@ -564,6 +573,20 @@ def build_report(
         },
         "dashboard": f"{gateway_url}/api/ml-anomaly/dashboard",
         "admin_token": admin_token,
+    }
+
+
+def _shares(rs: Sequence[LiveResult]) -> dict[str, Any]:
+    """Requests and the shares at MONITOR+, CHALLENGE+ and BLOCK as the client saw them."""
+    n = max(len(rs), 1)
+    levels = Counter(_level(r) for r in rs)
+    strong = sum(levels[a] for a in _STRONG)
+    return {
+        "requests": len(rs),
+        "monitor_or_stronger": round((strong + levels["MONITOR"]) / n, 5),
+        "challenge_or_stronger": round(strong / n, 5),
+        "block": round(levels["BLOCK"] / n, 5),
+        "errors": round(levels["ERROR"] / n, 5),
     }
 
 
@@ -593,6 +616,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [
         f"attack sessions at CHALLENGE+ within their first 10 requests: "
         f"{a['caught_within_10']}/{a['sessions']} = {_pct(a['share_within_10'])} (target ≥ 90 %)",
+        f"victims' own logins that opened the attack sessions: {_mix(a['victim_logins'])}; "
+        f"attack sessions blocked at that login, before any attack request: "
+        f"{a['blocked_at_victim_login']}",
         "",
         f"normal traffic: {normal['requests']} requests in {normal['sessions']} sessions — "
         f"MONITOR+ {_pct(normal['monitor_or_stronger'])}, CHALLENGE+ "

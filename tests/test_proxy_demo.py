@@ -27,9 +27,9 @@ SMALL_MODEL = {
 async def test_demo_catches_attacks_more_often_than_normal_sessions(tmp_path):
     opts = DemoOptions(
         seed=3,
-        users=12,
-        days=3,
-        minutes=0.4,
+        users=24,
+        days=5,
+        minutes=0.5,
         sessions=40,
         attack_rate=0.4,
         probe_requests=40,
