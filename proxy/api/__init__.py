@@ -19,6 +19,7 @@ def all_routes() -> list[Route]:
     """Every API route, in registration order (literal paths before ``{param}`` siblings)."""
     from proxy.api import (
         batch,
+        dashboard,
         lifecycle_routes,
         openapi,
         performance,
@@ -37,6 +38,7 @@ def all_routes() -> list[Route]:
         *predictions.ROUTES,
         *whatif.ROUTES,
         *release.ROUTES,
+        *dashboard.ROUTES,
     ]
 
 
