@@ -7,6 +7,8 @@ import gzip
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from aiohttp import web
 
 from proxy.app import create_app, server_options
@@ -47,7 +49,9 @@ async def test_request_target_goes_upstream_byte_for_byte(upstream, gateway):
 
 async def test_repeated_request_headers_keep_order_and_lines(upstream, gateway):
     gw = await gateway()
-    await raw_exchange(gw.port, req("/h", "X-Multi: one", "Accept: a", "X-Multi: two", "X-Multi: three"))
+    await raw_exchange(
+        gw.port, req("/h", "X-Multi: one", "Accept: a", "X-Multi: two", "X-Multi: three")
+    )
     assert upstream.seen[-1].header_values("X-Multi") == ["one", "two", "three"]
 
 
@@ -83,14 +87,25 @@ async def test_hop_by_hop_and_connection_listed_headers_are_removed(upstream, ga
         ),
     )
     seen = upstream.seen[-1]
-    for name in ("X-Secret-Hop", "Keep-Alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization", "Proxy-Foo"):
+    for name in (
+        "X-Secret-Hop",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Proxy-Authorization",
+        "Proxy-Foo",
+    ):
         assert seen.header_values(name) == [], name
     assert seen.header_values("X-Kept") == ["yes"]
 
 
 async def test_response_hop_by_hop_headers_are_removed(upstream, gateway):
     async def hop(_: web.Request, __) -> web.StreamResponse:
-        return web.Response(text="x", headers={"Keep-Alive": "timeout=1", "Connection": "X-Up", "X-Up": "1", "X-Ok": "1"})
+        return web.Response(
+            text="x",
+            headers={"Keep-Alive": "timeout=1", "Connection": "X-Up", "X-Up": "1", "X-Ok": "1"},
+        )
 
     upstream.behaviour = hop
     gw = await gateway()
@@ -136,7 +151,9 @@ async def test_content_encoding_passes_through_untouched(upstream, gateway):
     payload = gzip.compress(b"hello " * 1000)
 
     async def gz(_: web.Request, __) -> web.StreamResponse:
-        return web.Response(body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+        return web.Response(
+            body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        )
 
     upstream.behaviour = gz
     gw = await gateway()
@@ -147,7 +164,13 @@ async def test_content_encoding_passes_through_untouched(upstream, gateway):
     body = gzip.compress(b'{"a": 1}')
     await raw_exchange(
         gw.port,
-        req("/up", "Content-Encoding: gzip", f"Content-Length: {len(body)}", method="POST", body=body),
+        req(
+            "/up",
+            "Content-Encoding: gzip",
+            f"Content-Length: {len(body)}",
+            method="POST",
+            body=body,
+        ),
     )
     assert upstream.seen[-1].body == body
     assert upstream.seen[-1].header_values("Accept-Encoding") == []
@@ -156,7 +179,9 @@ async def test_content_encoding_passes_through_untouched(upstream, gateway):
 async def test_chunked_request_body_forwarded_with_one_framing(upstream, gateway):
     gw = await gateway()
     chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-    resp = await raw_exchange(gw.port, req("/u", "Transfer-Encoding: chunked", method="POST", body=chunks))
+    resp = await raw_exchange(
+        gw.port, req("/u", "Transfer-Encoding: chunked", method="POST", body=chunks)
+    )
     assert resp.status == 200
     seen = upstream.seen[-1]
     assert seen.body == b"hello world"
@@ -261,7 +286,9 @@ async def test_expect_100_continue(upstream, gateway):
 
 async def test_oversize_body_refused_from_headers_before_reading(upstream, gateway):
     gw = await gateway(limits={"max_body_bytes": 1000})
-    resp = await raw_exchange(gw.port, req("/big", "Content-Length: 1001", "Expect: 100-continue", method="POST"))
+    resp = await raw_exchange(
+        gw.port, req("/big", "Content-Length: 1001", "Expect: 100-continue", method="POST")
+    )
     assert resp.status == 413 and not resp.head.startswith(b"HTTP/1.1 100")
     assert json.loads(resp.body)["error"]["code"] == "request_too_large"
     resp = await raw_exchange(gw.port, req("/big", "Content-Length: 5000", method="POST"))
@@ -272,7 +299,9 @@ async def test_oversize_body_refused_from_headers_before_reading(upstream, gatew
 async def test_oversize_chunked_body_is_cut_at_the_limit(upstream, gateway):
     gw = await gateway(limits={"max_body_bytes": 1000})
     body = b"".join(b"%x\r\n%s\r\n" % (500, b"a" * 500) for _ in range(4)) + b"0\r\n\r\n"
-    resp = await raw_exchange(gw.port, req("/big", "Transfer-Encoding: chunked", method="POST", body=body))
+    resp = await raw_exchange(
+        gw.port, req("/big", "Transfer-Encoding: chunked", method="POST", body=body)
+    )
     assert resp.status == 413
     assert all(len(s.body) <= 1000 for s in upstream.seen)
 
@@ -390,7 +419,9 @@ async def test_gateway_endpoints_are_answered_not_forwarded(upstream, gateway):
 
 async def test_conflicting_framing_is_refused(upstream, gateway):
     gw = await gateway()
-    both = req("/s", "Content-Length: 5", "Transfer-Encoding: chunked", method="POST", body=b"0\r\n\r\n")
+    both = req(
+        "/s", "Content-Length: 5", "Transfer-Encoding: chunked", method="POST", body=b"0\r\n\r\n"
+    )
     resp = await raw_exchange(gw.port, both)
     assert resp.status == 400
     dup = req("/s", "Content-Length: 5", "Content-Length: 6", method="POST", body=b"123456")
@@ -418,7 +449,9 @@ async def test_websocket_upgrade_is_relayed_both_ways(upstream, gateway):
 
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(
-            f"http://127.0.0.1:{gw.port}/ws", protocols=("v1.proto", "v2.proto"), headers={"X-Trace": "t1"}
+            f"http://127.0.0.1:{gw.port}/ws",
+            protocols=("v1.proto", "v2.proto"),
+            headers={"X-Trace": "t1"},
         ) as ws:
             assert ws.protocol == "v2.proto"
             assert (await ws.receive_str(timeout=5)) == "hello from upstream t1"
@@ -433,12 +466,75 @@ async def test_utf8_header_values_reach_upstream_byte_for_byte(upstream, gateway
     gw = await gateway()
     raw = req("/u").replace(b"\r\n\r\n", b"\r\nX-Name: caf\xc3\xa9 \xe2\x9c\x93\r\n\r\n")
     assert (await raw_exchange(gw.port, raw)).status == 200
-    assert [v for k, v in upstream.seen[-1].raw_headers if k == b"X-Name"] == [b"caf\xc3\xa9 \xe2\x9c\x93"]
+    assert [v for k, v in upstream.seen[-1].raw_headers if k == b"X-Name"] == [
+        b"caf\xc3\xa9 \xe2\x9c\x93"
+    ]
 
 
 async def test_non_utf8_header_bytes_are_refused_not_altered(upstream, gateway):
     gw = await gateway()
     raw = req("/u").replace(b"\r\n\r\n", b"\r\nX-Name: caf\xe9\r\n\r\n")
     resp = await raw_exchange(gw.port, raw)
-    assert resp.status == 400 and json.loads(resp.body)["error"]["code"] == "invalid_header_encoding"
+    assert (
+        resp.status == 400 and json.loads(resp.body)["error"]["code"] == "invalid_header_encoding"
+    )
     assert upstream.seen == []
+
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_RESERVED = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+}
+
+
+@given(
+    headers=st.lists(
+        st.tuples(
+            st.text(_TOKEN_CHARS, min_size=1, max_size=20).filter(
+                lambda n: (
+                    n.lower() not in _RESERVED
+                    and not n.lower().startswith(("x-behaviorgate-", "proxy-", "x-forwarded-"))
+                )
+            ),
+            # visible ASCII and UTF-8 text, no leading/trailing blanks (HTTP trims those)
+            st.text(
+                st.characters(
+                    min_codepoint=0x21,
+                    max_codepoint=0x2FFF,
+                    exclude_categories=("Cs", "Cc", "Zl", "Zp"),
+                ),
+                min_size=1,
+                max_size=40,
+            ),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+async def test_header_lines_round_trip_in_order(upstream, gateway, headers):
+    # Function-scoped fixtures are shared by all examples: one gateway serves them all.
+    if not hasattr(upstream, "gateway_server"):
+        upstream.gateway_server = await gateway()
+    gw = upstream.gateway_server
+    lines = b"".join(f"{n}: ".encode() + v.encode() + b"\r\n" for n, v in headers)
+    raw = req("/rt").replace(b"\r\n\r\n", b"\r\n" + lines + b"\r\n")
+    resp = await raw_exchange(gw.port, raw)
+    assert resp.status == 200
+    sent = [(n.lower().encode(), v.encode()) for n, v in headers]
+    names = {n for n, _ in sent}
+    got = [(k.lower(), v) for k, v in upstream.seen[-1].raw_headers if k.lower() in names]
+    assert got == sent
