@@ -22,9 +22,12 @@ class HistorySettings(Section):
         200, ge=1, le=10_000, description="Most recent events kept per session (older are trimmed)."
     )
     session_ttl_seconds: int = Field(
-        86_400,
+        1800,
         ge=60,
-        description="A session's events and first-seen time expire after this long idle.",
+        description=(
+            "A session idle this long starts again (events forgotten, age reset); the same"
+            " 30-minute inactivity split the access-log importer uses."
+        ),
     )
     baseline_short_days: int = Field(
         7, ge=1, le=365, description="Short baseline window (IP and network diversity), days."

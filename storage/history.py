@@ -81,7 +81,8 @@ local function distinct_with(key, member, from)
 end
 out[1] = tostring(redis.call("EXISTS", KEYS[2]))
 out[2] = redis.call("GET", KEYS[3]) or ""
-out[3] = redis.call("HGET", KEYS[13], sid) or ""
+-- a session whose events expired (idle past the TTL) starts again: no first-seen time
+out[3] = (#events > 0) and (redis.call("HGET", KEYS[13], sid) or "") or ""
 out[4] = since(KEYS[4], ip, long_from)
 out[5] = since(KEYS[5], net, long_from)
 out[6] = since(KEYS[6], dev, long_from)
@@ -172,6 +173,7 @@ if p1 then
     count(KEYS[12], p2 .. US .. p1, max_bg)
   end
 end
+local resumed = redis.call("EXISTS", KEYS[1]) == 1
 redis.call("LPUSH", KEYS[1], event)
 redis.call("LTRIM", KEYS[1], 0, cap - 1)
 redis.call("EXPIRE", KEYS[1], session_ttl)
@@ -180,7 +182,8 @@ seen(KEYS[5], net, max_net)
 seen(KEYS[6], dev, max_dev)
 seen(KEYS[7], route, max_ep)
 -- sessions: first seen, last seen; forget old and least recent ones with their events
-redis.call("HSETNX", KEYS[13], sid, now_s)
+if resumed then redis.call("HSETNX", KEYS[13], sid, now_s)
+else redis.call("HSET", KEYS[13], sid, now_s) end  -- idle past the TTL: a new session
 redis.call("ZADD", KEYS[14], now_s, sid)
 local gone = redis.call("ZRANGEBYSCORE", KEYS[14], "-inf", "(" .. long_from)
 local n = redis.call("ZCARD", KEYS[14]) - #gone

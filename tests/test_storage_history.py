@@ -290,3 +290,19 @@ async def test_round_trip_counter_requires_our_client() -> None:
     with pytest.raises(TypeError):
         round_trips(plain)
     await plain.aclose()
+
+
+async def test_a_session_idle_past_its_ttl_starts_again(backend: tuple) -> None:
+    """Its events expire with the TTL; its age must restart too, not keep counting for weeks."""
+    client = backend[0]
+    store = make(backend, session_ttl_seconds=600)
+    await store.record(ctx(ts=MONDAY_NOON), OK)
+    await store.record(ctx(ts=MONDAY_NOON + 60), OK)
+    assert (await store.read(ctx(ts=MONDAY_NOON + 90))).session_first_seen == MONDAY_NOON
+    # The events key expiring is what "idle past the TTL" means for Redis.
+    await client.delete(store.keys.for_request("alice", "s1").events)
+    later = MONDAY_NOON + 86_400
+    snap = await store.read(ctx(ts=later))
+    assert snap.n_events == 0 and snap.session_first_seen is None
+    await store.record(ctx(ts=later), OK)
+    assert (await store.read(ctx(ts=later + 5))).session_first_seen == later
