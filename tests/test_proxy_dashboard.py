@@ -29,7 +29,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from config.model import ModelSettings
-from proxy.api.dashboard import CSP
+from proxy.api.dashboard import CSP, page_html
 from proxy.app import MODELS, STORE, create_app, server_options
 from scoring.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from scoring.training import train_bundle
@@ -230,8 +230,16 @@ def wait_for(driver: WebDriver, check, what: str, timeout: float = 15.0):
 
 
 def text_of(driver: WebDriver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    """The rendered text of the first match, read in one step (a redraw cannot make it stale)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : '';", css
+    )
+
+
+def texts_of(driver: WebDriver, css: str) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText.trim());", css
+    )
 
 
 def wait_text(driver: WebDriver, css: str, expected: str, timeout: float = 15.0) -> str:
@@ -301,6 +309,27 @@ async def test_page_and_assets_carry_a_strict_csp_and_need_no_auth(gateway):
     assert body  # the last asset read was not empty
 
 
+async def test_page_follows_a_configured_prefix(aiohttp_server, tmp_path):
+    up = await aiohttp_server(RecordingUpstream().app())
+    settings = gateway_settings(up.port, str(tmp_path), api={"prefix": "/ops/bg"})
+    opts = server_options(settings)
+    opts.pop("handler_cancellation")
+    server = await aiohttp_server(create_app(settings), **opts)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{server.port}/ops/bg/dashboard") as r:
+            page = await r.text()
+        async with s.get(f"http://127.0.0.1:{server.port}/ops/bg/dashboard/dashboard.css") as r:
+            assert r.status == 200
+    assert '<meta name="bg-api" content="/ops/bg">' in page
+    assert 'href="/ops/bg/dashboard/dashboard.css"' in page
+
+
+def test_prefix_is_escaped_into_the_page():
+    page = page_html('/a"><script>x</script>').decode()
+    assert '<meta name="bg-api" content="/a&quot;&gt;&lt;script&gt;x&lt;/script&gt;">' in page
+    assert "<script>x" not in page
+
+
 def test_script_never_parses_markup_from_strings():
     js = (STATIC / "dashboard.js").read_text()
     for sink in (
@@ -334,8 +363,7 @@ def check_model_health(d: WebDriver) -> None:
     wait_text(d, "#mode", "enforce")
     drift = wait_text(d, "#model-drift", "12.0% (threshold 15%)")
     assert "stable, trend increasing" in drift
-    first = d.find_element(By.CSS_SELECTOR, "#model-drift tbody tr")
-    assert first.text.split()[:2] == [FEATURE_NAMES[0], "0.31"]
+    assert text_of(d, "#model-drift tbody tr").split()[:2] == [FEATURE_NAMES[0], "0.31"]
     assert len(d.find_elements(By.CSS_SELECTOR, "#model-drift circle.dot")) == 3
     versions = wait_text(d, "#model-versions", "v1 (active)")
     assert "auc\n0.91" in versions and "active · by test" in versions
@@ -358,9 +386,7 @@ def search_user(d: WebDriver, user: str) -> None:
 
 
 def chips(d: WebDriver, css: str) -> list[str]:
-    return [
-        e.find_element(By.CSS_SELECTOR, ".chip").text for e in d.find_elements(By.CSS_SELECTOR, css)
-    ]
+    return texts_of(d, css + " .chip")
 
 
 def check_profile_and_explanation(d: WebDriver, challenge_id: str) -> None:
@@ -374,7 +400,7 @@ def check_profile_and_explanation(d: WebDriver, challenge_id: str) -> None:
     rows = "#top-features tbody tr"
     wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, rows), "top features")
     assert text_of(d, "#sentence") == XSS_SENTENCE
-    feats = [r.text.split() for r in d.find_elements(By.CSS_SELECTOR, rows)]
+    feats = [t.split() for t in texts_of(d, rows)]
     assert feats == [
         [FEATURE_NAMES[0], "0.21", "42", "high"],
         [FEATURE_NAMES[5], "0.08", "-0.5", "unusual", "hour"],
@@ -401,8 +427,8 @@ def check_activation(d: WebDriver) -> None:
     button.click()
     wait_text(d, "#activate-msg", "v2 is now active.")
     wait_text(d, "#model-versions", "v2 (active)")
-    back = d.find_element(By.CSS_SELECTOR, 'button[data-action="activate"][data-version="1"]')
-    assert back.text == "Roll back to v1"
+    back = 'button[data-action="activate"][data-version="1"]'
+    assert text_of(d, back) == "Roll back to v1"
 
 
 def check_phone_width(d: WebDriver) -> None:
@@ -423,6 +449,15 @@ def save_screenshot(d: WebDriver, path: str) -> None:
     d.execute_script("window.scrollTo(0, 0)")
     d.save_screenshot(path)
     d.set_window_size(1280, 800)
+    # the page redraws its charts once a resize settles (400 ms): let that refresh finish
+    t = d.execute_script("return Date.now()")
+    wait_for(
+        d,
+        lambda d: (
+            int(d.find_element(By.TAG_NAME, "body").get_attribute("data-refreshed") or 0) > t + 400
+        ),
+        "the refresh after a resize",
+    )
 
 
 async def test_dashboard_in_a_real_browser(gateway, browser, bundle_bytes):

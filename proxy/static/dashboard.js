@@ -467,12 +467,21 @@
     const verb = active !== null && v.version < active ? "Roll back" : "Activate";
     const button = el("button", { type: "button", class: "small", "data-action": "activate",
       "data-version": v.version, text: `${verb} to v${v.version}` });
+    const ask = () => {
+      button.textContent = `Confirm: ${verb.toLowerCase()} to v${v.version}?`;
+      button.classList.add("confirm");
+    };
+    if (state.confirming === v.version) ask(); // a refresh redrew the table mid-confirmation
     button.addEventListener("click", async () => {
       if (state.confirming !== v.version) {
         state.confirming = v.version;
-        button.textContent = `Confirm: ${verb.toLowerCase()} to v${v.version}?`;
-        button.classList.add("confirm");
-        setTimeout(() => { if (state.confirming === v.version) state.confirming = null; }, 6000);
+        ask();
+        setTimeout(() => {
+          if (state.confirming !== v.version) return;
+          state.confirming = null;
+          button.textContent = `${verb} to v${v.version}`;
+          button.classList.remove("confirm");
+        }, 6000);
         return;
       }
       state.confirming = null;
@@ -717,6 +726,11 @@
       state.detailId = null;
       fill("detail");
       quiet(guarded("user-result", loadUser));
+    });
+    let resized = null; // charts are drawn at their pixel width: redraw after a resize settles
+    window.addEventListener("resize", () => {
+      clearTimeout(resized);
+      resized = setTimeout(() => { if (sessionStorage.getItem(TOKEN_KEY)) refresh(); }, 400);
     });
     if (sessionStorage.getItem(TOKEN_KEY)) signIn(sessionStorage.getItem(TOKEN_KEY));
     else signOut("");
