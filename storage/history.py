@@ -67,7 +67,10 @@ local cap = tonumber(ARGV[7])
 local short_from = now - tonumber(ARGV[8])
 local long_from = now - tonumber(ARGV[9])
 local conc_from = now - tonumber(ARGV[10])
-local events = redis.call("LRANGE", KEYS[1], 0, cap - 1)
+-- idle past the session TTL in event time (so replayed logs behave like live traffic): a new session
+local idle_since = tonumber(redis.call("ZSCORE", KEYS[14], sid) or "")
+local expired = idle_since ~= nil and now - idle_since > tonumber(ARGV[11])
+local events = expired and {} or redis.call("LRANGE", KEYS[1], 0, cap - 1)
 local out = {}
 local function since(key, member, from)
   local s = redis.call("ZSCORE", key, member)
@@ -148,6 +151,9 @@ local max_bg, max_tg, max_sess, max_sw = tonumber(ARGV[16]), tonumber(ARGV[17]),
   tonumber(ARGV[18]), tonumber(ARGV[19])
 local decay, session_base, user_ttl = tonumber(ARGV[20]), ARGV[21], tonumber(ARGV[22])
 local long_from = now - long_s
+-- a session idle past its TTL in event time starts again (its Redis TTL runs on the wall clock)
+local idle_since = tonumber(redis.call("ZSCORE", KEYS[14], sid) or "")
+if idle_since ~= nil and now - idle_since > session_ttl then redis.call("DEL", KEYS[1]) end
 local function cap_zset(key, n_max)
   local n = redis.call("ZCARD", key)
   if n > n_max then redis.call("ZREMRANGEBYRANK", key, 0, n - n_max - 1) end
@@ -268,6 +274,7 @@ class HistoryStore:
             str(s.baseline_short_days * 86_400),
             str(s.baseline_long_days * 86_400),
             str(s.concurrent_window_seconds),
+            str(s.session_ttl_seconds),
         )
         user_ttl = s.baseline_long_days * 86_400 + _USER_TTL_SLACK_S
         self._record_tail = tuple(

@@ -306,3 +306,17 @@ async def test_a_session_idle_past_its_ttl_starts_again(backend: tuple) -> None:
     assert snap.n_events == 0 and snap.session_first_seen is None
     await store.record(ctx(ts=later), OK)
     assert (await store.read(ctx(ts=later + 5))).session_first_seen == later
+
+
+async def test_session_expiry_runs_in_event_time(backend: tuple) -> None:
+    """Replayed logs write weeks of events within seconds: expiry must follow the events' own
+    times, so a session idle longer than the TTL (by its timestamps) starts again."""
+    store = make(backend, session_ttl_seconds=600)
+    await store.record(ctx(ts=MONDAY_NOON), OK)
+    await store.record(ctx(ts=MONDAY_NOON + 300), OK)
+    assert (await store.read(ctx(ts=MONDAY_NOON + 899))).n_events == 2  # idle 599 s: same session
+    gone = await store.read(ctx(ts=MONDAY_NOON + 901))  # idle 601 s
+    assert gone.n_events == 0 and gone.session_first_seen is None
+    await store.record(ctx(ts=MONDAY_NOON + 901), OK)
+    again = await store.read(ctx(ts=MONDAY_NOON + 902))
+    assert again.ts.tolist() == [MONDAY_NOON + 901] and again.session_first_seen == MONDAY_NOON + 901
