@@ -90,10 +90,7 @@ async def features_figures(url: str | None) -> None:
             "10.0.0.0/24",
             "chrome|windows|desktop",
             c.route,
-            "200",
-            "604800",
-            "2592000",
-            "300",
+            *store._read_tail,
         )
         print(f"session events in snapshot: {snap.n_events}")
         print(f"extract(): {best_us(lambda: extract(snap, c, c.ts), 3000):.1f} µs per vector")
