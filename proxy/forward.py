@@ -191,6 +191,21 @@ class Forwarder:
                 raise failure[-1]
             yield chunk
 
+    def _upstream_headers(
+        self,
+        request: web.BaseRequest,
+        forwarded: Mapping[str, str],
+        extra: Mapping[str, str],
+        drop: frozenset[str],
+    ) -> CIMultiDict[str]:
+        return upstream_request_headers(
+            _decode_raw(request.raw_headers),
+            forwarded=forwarded,
+            extra=extra,
+            preserve_host=self._upstream.preserve_host,
+            drop=drop,
+        )
+
     async def forward_websocket(
         self,
         request: web.Request,
@@ -200,13 +215,7 @@ class Forwarder:
         drop: frozenset[str] = frozenset(),
     ) -> web.StreamResponse:
         assert self._session is not None, "Forwarder.start() was not awaited"
-        headers = upstream_request_headers(
-            _decode_raw(request.raw_headers),
-            forwarded=forwarded,
-            extra=extra_headers,
-            preserve_host=self._upstream.preserve_host,
-            drop=drop,
-        )
+        headers = self._upstream_headers(request, forwarded, extra_headers, drop)
         return await relay_websocket(
             request, self._session, self.target_url(request.raw_path), headers
         )
@@ -221,13 +230,7 @@ class Forwarder:
         drop: frozenset[str] = frozenset(),
     ) -> web.StreamResponse:
         assert self._session is not None, "Forwarder.start() was not awaited"
-        headers = upstream_request_headers(
-            _decode_raw(request.raw_headers),
-            forwarded=forwarded,
-            extra=extra_headers,
-            preserve_host=self._upstream.preserve_host,
-            drop=drop,
-        )
+        headers = self._upstream_headers(request, forwarded, extra_headers, drop)
         length = declared_length(request)
         data = None
         failure: list[Exception] = []
