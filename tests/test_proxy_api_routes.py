@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -637,3 +638,34 @@ async def test_metrics_admin_only_text(api):
     status, text, headers = await api.call("GET", "/metrics", API_TOKEN)
     assert status == 200 and "behaviorgate_requests_total" in text
     assert headers["Content-Type"].startswith("text/plain")
+
+
+async def test_retrain_accepts_202_runs_one_job_and_activates_a_version(gateway, client):
+    """The happy path of /retrain: 202 with a job id, 409 while it runs, a new active model after.
+
+    Training is real (a `python -m scoring.training` child process) on small settings."""
+    from proxy.lifecycle import LIFECYCLE
+
+    small = {
+        "training": {"min_samples": 60},
+        "isolation_forest": {"n_trees": 20},
+        "autoencoder": {"epochs": 2, "batch_size": 32, "encoding_dim": 4},
+    }
+    api = Api(await gateway(model=small, lifecycle={"promotion": {"enabled": False}}), client)
+    rng = np.random.default_rng(3)
+    rows = [record(f"u{i % 7}") for i in range(120)]
+    for r in rows:
+        r.features = rng.normal(size=len(FEATURE_NAMES)).astype(np.float32)
+    await api.app[STORE].insert_predictions(rows)
+    status, doc, _ = await api.call("POST", "/retrain", ADMIN, body={"force": True})
+    assert status == 202, doc
+    job_id = doc["job"]["jobId"]
+    again, busy, _ = await api.call("POST", "/retrain", ADMIN, body={"force": True})
+    assert again == 409 and busy["error"]["code"] == "job_running"
+    ended = await asyncio.wait_for(api.app[LIFECYCLE].wait_job(), 240)
+    assert ended["jobId"] == job_id and ended["state"] == "succeeded", ended
+    status, models, _ = await api.call("GET", "/models", ADMIN)
+    active = [m for m in models["versions"] if m["isActive"]]
+    assert status == 200 and len(active) == 1 and active[0]["sampleCount"] == 120
+    assert models["activeVersion"] == active[0]["version"] == ended["version"]
+    check_schema("/models", "GET", 200, models)
