@@ -3,7 +3,7 @@
 A real gateway process (scoring on, an active model, embedded stores) forwards to the sample
 upstream at a fixed request rate (open loop: latency counts from each request's scheduled send
 time, so a stall is not hidden). Three phases of equal length: idle, while a training process
-runs exactly as the lifecycle starts it (``nice -n 10``, one BLAS thread,
+runs exactly as the lifecycle starts it (idle scheduling class + ``nice``, one BLAS thread,
 ``python -m scoring.training`` with the default model settings), idle again.
 
 Usage: python -m bench.bench_lifecycle [--seconds 15] [--rate 200] [--rows 50000]
@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.procs import free_port, process, py
 from config.lifecycle import LifecycleSettings
+from proxy.lifecycle import trainer_command, trainer_environment
 from config.storage import DatabaseSettings
 from scoring.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from storage.store import open_store
@@ -47,17 +48,21 @@ def write_inputs(d: Path, rows: int) -> Path:
     return path
 
 
+CFG = LifecycleSettings.model_validate(
+    {"trainer_idle_priority": os.environ.get("BG_BENCH_TRAINER_IDLE", "1") == "1"}
+)
+
+
 def trainer_cmd(inp: Path, out: Path, settings: Path | None) -> list[str]:
-    cfg = LifecycleSettings()
+    """Exactly the command line the lifecycle builds (BG_BENCH_TRAINER_IDLE=0: nice only)."""
     cmd = [sys.executable, "-m", "scoring.training", str(inp), str(out)]
     if settings is not None:
         cmd += ["--settings", str(settings)]
-    return ["nice", "-n", str(cfg.trainer_nice), *cmd]
+    return trainer_command(cmd, CFG)
 
 
 def trainer_env() -> dict[str, str]:
-    n = str(LifecycleSettings().trainer_threads)
-    return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+    return trainer_environment(CFG)
 
 
 async def install_model(d: Path, inp: Path) -> str:

@@ -88,6 +88,13 @@ class LifecycleSettings(Section):
     trainer_nice: int = Field(
         10, ge=0, le=19, description="Scheduling niceness of the training process."
     )
+    trainer_idle_priority: bool = Field(
+        True,
+        description=(
+            "Run the trainer under the Linux idle scheduling class (chrt --idle): it only gets"
+            " CPU the gateway leaves unused, so training cannot raise the gateway's latency."
+        ),
+    )
     trainer_threads: int = Field(
         1, ge=1, le=64, description="BLAS/OpenMP threads the training process may use."
     )

@@ -437,16 +437,8 @@ class Lifecycle:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _run_trainer(self, args: list[str]) -> None:
-        cmd = [*self.trainer, *args]
-        if self.cfg.trainer_nice and shutil.which("nice"):
-            cmd = ["nice", "-n", str(self.cfg.trainer_nice), *cmd]
-        threads = str(self.cfg.trainer_threads)
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-        }
+        cmd = trainer_command([*self.trainer, *args], self.cfg)
+        env = trainer_environment(self.cfg)
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
         )
@@ -685,6 +677,26 @@ class Lifecycle:
             if self.models.current is None:
                 wait = min(wait, self.cfg.learning_check_interval_s)
             await asyncio.sleep(wait)
+
+
+def trainer_command(base: list[str], cfg: LifecycleSettings) -> list[str]:
+    """The trainer's command line with its CPU priority: idle class and/or niceness."""
+    cmd = list(base)
+    if cfg.trainer_nice and shutil.which("nice"):
+        cmd = ["nice", "-n", str(cfg.trainer_nice), *cmd]
+    if cfg.trainer_idle_priority and sys.platform == "linux" and shutil.which("chrt"):
+        cmd = ["chrt", "--idle", "0", *cmd]
+    return cmd
+
+
+def trainer_environment(cfg: LifecycleSettings) -> dict[str, str]:
+    threads = str(cfg.trainer_threads)
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+    }
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -553,3 +553,19 @@ async def test_two_gateways_learn_drift_retrain_and_follow(
             code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
             err = proc.stderr.read().decode() if proc.stderr else ""
             assert code == 0 and "Traceback" not in err, err[-2000:]
+
+
+def test_trainer_runs_at_idle_priority_by_default():
+    import shutil as _shutil
+
+    from config.lifecycle import LifecycleSettings as _LS
+    from proxy.lifecycle import trainer_command, trainer_environment
+
+    base = ["python", "-m", "scoring.training", "in.npz", "out.bundle"]
+    cmd = trainer_command(base, _LS())
+    assert cmd[-len(base) :] == base
+    if _shutil.which("chrt"):
+        assert cmd[:3] == ["chrt", "--idle", "0"]
+    assert "nice" in cmd
+    assert trainer_command(base, _LS(trainer_idle_priority=False, trainer_nice=0)) == base
+    assert trainer_environment(_LS(trainer_threads=2))["OMP_NUM_THREADS"] == "2"
