@@ -247,7 +247,7 @@ class Pipeline:
                 return Verdict(Decision.LEARNING, Decision.ALLOW, None, vector)
             result = active.scorer.score(vector)
             decision = decide(result.composite, rule.thresholds, strict=rule.strict)
-        except (ValueError, FloatingPointError, IndexError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a model bug becomes the fail policy, never a 500
             self.metrics.dependency_errors.labels("model").inc()
             log.error("scoring_failed", error=str(exc)[:200])
             return Verdict(Decision.ERROR, Decision.ERROR, None, None, note="model error")
