@@ -299,3 +299,26 @@ async def test_invalid_token_is_401_json(upstream, gateway):
     resp = await raw_exchange(gw.port, req("/api/challenge/t", forged))
     assert resp.status == 401 and json.loads(resp.body)["success"] is False
     assert upstream.seen == []
+
+
+async def test_a_failing_model_applies_the_fail_policy(upstream, gateway):
+    from proxy.models import ActiveModel
+
+    class Broken:
+        def score(self, vector):
+            raise RuntimeError("corrupt weights")
+
+    gw = await gateway(
+        policy={"rules": [*RULES, {"name": "admin", "match": "/api/admin/**", "strict": True}]}
+    )
+    current = gw.app[MODELS].current
+    gw.app[MODELS].current = ActiveModel(current.version, Broken(), current.bundle)
+    tok = token("olga", "s-olga")
+    open_rule = await raw_exchange(gw.port, req("/api/items", tok))
+    assert open_rule.status == 200
+    assert upstream.seen[-1].header_values("X-BehaviorGate-Decision") == ["ERROR"]
+    strict = await raw_exchange(gw.port, req("/api/admin/users", tok))
+    assert (
+        strict.status == 503 and json.loads(strict.body)["error"]["code"] == "scoring_unavailable"
+    )
+    assert upstream.seen[-1].raw_path == "/api/items"
