@@ -25,8 +25,8 @@ import numpy as np
 
 from bench.procs import free_port, process, py
 from config.lifecycle import LifecycleSettings
-from proxy.lifecycle import trainer_command, trainer_environment
 from config.storage import DatabaseSettings
+from proxy.lifecycle import trainer_command, trainer_environment
 from scoring.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from storage.store import open_store
 

@@ -55,7 +55,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`BEHAVIORGATE_SERVER__PORT=9000` → {"server": {"port": 9000}}; values parsed as YAML scalars."""
+    """`BEHAVIORGATE_SERVER__PORT=9000` → {"server": {"port": 9000}} (values read as YAML)."""
     out: dict[str, Any] = {}
     for name, path in ENV_ALIASES.items():
         if environ.get(name):
@@ -64,7 +64,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :]
-        # Section keys need "__"; other BEHAVIORGATE_* names (CONFIG, JWT_SECRET, …) are not settings.
+        # Section keys need "__"; other BEHAVIORGATE_* names (CONFIG, JWT_SECRET…)
+        # are not settings.
         if "__" not in rest and rest.lower() not in TOP_LEVEL_SCALARS:
             continue
         path = tuple(p.lower() for p in rest.split("__") if p)

@@ -28,7 +28,9 @@ from config.storage import DatabaseSettings, RetentionSettings, WriterSettings
 class RedisSettings(Section):
     url: str | None = Field(
         None,
-        description="redis:// or rediss:// URL; unset = embedded in-process store (one process only).",
+        description=(
+            "redis:// or rediss:// URL; unset = embedded in-process store (one process only)."
+        ),
     )
     timeout: float = Field(
         0.25, gt=0, description="Seconds a Redis round trip may take on the hot path."

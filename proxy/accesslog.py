@@ -49,8 +49,12 @@ _REQUEST_RE = re.compile(r"([A-Z][A-Z0-9_-]{0,31}) (\S+)(?: (HTTP/\d(?:\.\d)?))?
 _TIME_RE = re.compile(
     r"(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"
 )
-_MONTHS = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -109,8 +113,9 @@ def _parse_time(text: str) -> float:
         raise MalformedLine("bad month")
     offset = timedelta(hours=int(oh), minutes=int(om)) * (-1 if sign == "-" else 1)
     try:
-        dt = datetime(int(year), month, int(day), int(hh), int(mm), int(ss),
-                      tzinfo=timezone(offset))
+        dt = datetime(
+            int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset)
+        )
     except ValueError:
         raise MalformedLine("bad timestamp") from None
     return dt.timestamp()

@@ -1,4 +1,4 @@
-"""A circuit breaker, so a dead Redis costs one fast failure per request instead of a timeout each."""
+"""A circuit breaker: a dead Redis costs one fast failure per request, not a timeout each."""
 
 from __future__ import annotations
 

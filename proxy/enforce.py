@@ -91,7 +91,9 @@ def step_up_response(
         "report": _report(settings.report_path, prediction_id),
     }
     headers = {
-        "WWW-Authenticate": f'StepUp realm="behaviorgate", method="{method}", prediction_id="{prediction_id}"',
+        "WWW-Authenticate": (
+            f'StepUp realm="behaviorgate", method="{method}", prediction_id="{prediction_id}"'
+        ),
         "Retry-After": str(stepup.retry_after_seconds),
         "Cache-Control": "no-store",
     }

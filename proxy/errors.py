@@ -21,7 +21,7 @@ def json_response(
 def json_error(
     status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> web.Response:
-    """`{"success": false, "error": {"code": ..., "message": ...}}` — code is stable, message human."""
+    """`{"success": false, "error": {"code", "message"}}`: a stable code, a human message."""
     return json_response(
         status, {"success": False, "error": {"code": code, "message": message, **extra}}, headers
     )

@@ -76,7 +76,7 @@ def upstream_request_headers(
     preserve_host: bool,
     drop: frozenset[str] = frozenset(),
 ) -> CIMultiDict[str]:
-    """Client headers as they go upstream, order and repetition kept; `drop` names (lower case) removed."""
+    """Client headers as they go upstream, order and repetition kept, `drop` (lower-case) gone."""
     pairs = list(raw_headers)
     listed = _connection_tokens(pairs)
     out: CIMultiDict[str] = CIMultiDict()
@@ -117,7 +117,9 @@ def client_response_headers(raw_headers: Iterable[tuple[str, str]]) -> CIMultiDi
 def _decode_raw(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     # aiohttp writes header lines as UTF-8, so UTF-8 is the decoding that round-trips exactly.
     # Requests whose header bytes are not UTF-8 are refused earlier (`header_problem`).
-    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in raw]
+    return [
+        (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in raw
+    ]
 
 
 def declared_length(request: web.BaseRequest) -> int | None:

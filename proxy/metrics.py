@@ -39,7 +39,7 @@ class _Callbacks:
             family = GaugeMetricFamily(name, doc)
             try:
                 family.add_metric([], float(fn()))
-            except Exception:  # noqa: BLE001 - a broken source must not break the scrape
+            except Exception:  # noqa: BLE001, S112 - a broken source must not break the scrape
                 continue
             yield family
 

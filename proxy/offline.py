@@ -194,7 +194,10 @@ class ImportResult:
 
 
 async def featurize(
-    records: Sequence[LogRecord], settings: OfflineSettings, *, redis_url: str | None = None,
+    records: Sequence[LogRecord],
+    settings: OfflineSettings,
+    *,
+    redis_url: str | None = None,
     scratch: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Training vectors of ``records`` (learning mode: nothing scored), and the session count.
@@ -266,12 +269,22 @@ async def register(bundle: ModelBundle, database_url: str, records: Sequence[Log
 
     store = await open_store(DatabaseSettings(url=database_url))
     try:
-        window = (datetime.fromtimestamp(records[0].ts, UTC),
-                  datetime.fromtimestamp(records[-1].ts, UTC)) if records else (None, None)
+        window = (
+            (
+                datetime.fromtimestamp(records[0].ts, UTC),
+                datetime.fromtimestamp(records[-1].ts, UTC),
+            )
+            if records
+            else (None, None)
+        )
         version = await store.registry.save_version(
-            bundle.to_bytes(), feature_set_version=bundle.feature_set_version,
-            config={"source": "import-log"}, metrics=bundle.metrics,
-            window_start=window[0], window_end=window[1], sample_count=bundle.n_train,
+            bundle.to_bytes(),
+            feature_set_version=bundle.feature_set_version,
+            config={"source": "import-log"},
+            metrics=bundle.metrics,
+            window_start=window[0],
+            window_end=window[1],
+            sample_count=bundle.n_train,
         )
         await store.registry.activate(version.version, by="import-log")
         return version.version
@@ -354,8 +367,9 @@ class ReplayReport:
             "replay_seconds": round(self.replay_s, 3),
             "requests_per_second": round(self.throughput, 1),
             "train_seconds": round(self.trained_s, 3),
-            "top_sessions": [_session_json(s, self.explanations.get(s.session_id, ""))
-                             for s in self.top],
+            "top_sessions": [
+                _session_json(s, self.explanations.get(s.session_id, "")) for s in self.top
+            ],
         }
 
 
@@ -365,13 +379,21 @@ def _iso(ts: float) -> str:
 
 def _session_json(s: SessionSummary, why: str) -> dict[str, Any]:
     return {
-        "session": s.session_id, "user": s.user, "client_ips": sorted(s.client_ips)[:5],
-        "user_agent": s.user_agent[:160], "requests": s.requests,
-        "start": _iso(s.first_ts), "end": _iso(s.last_ts), "max_score": round(s.max_score, 4),
+        "session": s.session_id,
+        "user": s.user,
+        "client_ips": sorted(s.client_ips)[:5],
+        "user_agent": s.user_agent[:160],
+        "requests": s.requests,
+        "start": _iso(s.first_ts),
+        "end": _iso(s.last_ts),
+        "max_score": round(s.max_score, 4),
         "mean_score": round(s.score_sum / s.scored, 4) if s.scored else None,
-        "challenge_or_stronger": s.challenge_up, "first_challenge_at": s.first_challenge_at,
-        "decisions": dict(s.decisions), "statuses": {str(k): v for k, v in s.statuses.items()},
-        "top_routes": s.routes.most_common(5), "why": why,
+        "challenge_or_stronger": s.challenge_up,
+        "first_challenge_at": s.first_challenge_at,
+        "decisions": dict(s.decisions),
+        "statuses": {str(k): v for k, v in s.statuses.items()},
+        "top_routes": s.routes.most_common(5),
+        "why": why,
     }
 
 
@@ -379,20 +401,37 @@ def line_json(line: ReplayLine, scorer: Scorer, *, top_k: int = 5) -> dict[str, 
     """The ``--output`` object of one replayed line."""
     r, res = line.record, line.result
     out: dict[str, Any] = {
-        "file": r.source, "line": r.line_no, "time": _iso(r.ts), "user": r.user,
-        "session": line.session.session_id, "client_ip": r.client_ip, "method": r.method,
-        "route": line.route, "status": r.status, "decision": line.decision,
-        "composite": None, "iforest": None, "autoencoder": None, "top_features": [],
+        "file": r.source,
+        "line": r.line_no,
+        "time": _iso(r.ts),
+        "user": r.user,
+        "session": line.session.session_id,
+        "client_ip": r.client_ip,
+        "method": r.method,
+        "route": line.route,
+        "status": r.status,
+        "decision": line.decision,
+        "composite": None,
+        "iforest": None,
+        "autoencoder": None,
+        "top_features": [],
     }
     if res is not None and line.vector is not None:
-        out.update(composite=round(res.composite, 5), iforest=round(res.iforest, 5),
-                   autoencoder=round(res.autoencoder, 5),
-                   model_agreement=round(res.model_agreement, 4),
-                   confidence=round(res.confidence, 4))
+        out.update(
+            composite=round(res.composite, 5),
+            iforest=round(res.iforest, 5),
+            autoencoder=round(res.autoencoder, 5),
+            model_agreement=round(res.model_agreement, 4),
+            confidence=round(res.confidence, 4),
+        )
         top = explain(scorer, line.vector, top_k=top_k).top_features
         out["top_features"] = [
-            {"feature": f.feature, "contribution": round(f.contribution, 4),
-             "value": round(f.value, 4)} for f in top
+            {
+                "feature": f.feature,
+                "contribution": round(f.contribution, 4),
+                "value": round(f.value, 4),
+            }
+            for f in top
         ]
     return out
 
@@ -433,8 +472,11 @@ async def replay(
         await _close_store(store, drop_prefix=settings.history.key_prefix if redis_url else None)
     elapsed = time.perf_counter() - t0
     ranked = sorted(sessions.values(), key=lambda s: s.rank_key, reverse=True)[:top]
-    why = {s.session_id: explain(scorer, s.worst_vector).explanation
-           for s in ranked if s.worst_vector is not None}
+    why = {
+        s.session_id: explain(scorer, s.worst_vector).explanation
+        for s in ranked
+        if s.worst_vector is not None
+    }
     return ReplayReport(stats, len(records_), decisions, sessions, elapsed, why, top=ranked)
 
 
@@ -449,8 +491,12 @@ def format_report(report: ReplayReport) -> str:
         f"parsed {report.stats.parsed}  malformed {report.stats.malformed}",
         f"replay {report.replay_s:.2f} s = {report.throughput:.0f} requests/s"
         + (f"  (training {report.trained_s:.1f} s)" if report.trained_s else ""),
-        "decisions: " + "  ".join(f"{k} {report.decisions[k]} ({report.decisions[k] / n:.1%})"
-                                  for k in _ORDER if report.decisions[k]),
+        "decisions: "
+        + "  ".join(
+            f"{k} {report.decisions[k]} ({report.decisions[k] / n:.1%})"
+            for k in _ORDER
+            if report.decisions[k]
+        ),
     ]
     for source, line_no, reason, text in report.stats.samples[:3]:
         lines.append(f"  malformed {source}:{line_no} ({reason}): {text[:100]!r}")
@@ -493,22 +539,29 @@ def run_import_log(args: argparse.Namespace) -> int:
     from scoring.training import InsufficientDataError
 
     try:
-        result = asyncio.run(import_log(args.files, settings, redis_url=args.redis_url,
-                                        seed=args.seed))
+        result = asyncio.run(
+            import_log(args.files, settings, redis_url=args.redis_url, seed=args.seed)
+        )
     except InsufficientDataError as exc:
         print(f"behaviorgate: import-log: {exc}", file=sys.stderr)
         return 3
     assert result.bundle is not None
     save_bundle(result.bundle, args.out)
-    summary = {**result.stats.to_json(), "vectors": len(result.vectors),
-               "sessions": result.sessions, "featurize_seconds": round(result.featurize_s, 3),
-               "requests_per_second": round(len(result.vectors) / max(result.featurize_s, 1e-9), 1),
-               "train_seconds": round(result.train_s, 3), "bundle": str(args.out),
-               "heldout_rates": result.bundle.metrics.get("heldout_rates")}
+    summary = {
+        **result.stats.to_json(),
+        "vectors": len(result.vectors),
+        "sessions": result.sessions,
+        "featurize_seconds": round(result.featurize_s, 3),
+        "requests_per_second": round(len(result.vectors) / max(result.featurize_s, 1e-9), 1),
+        "train_seconds": round(result.train_s, 3),
+        "bundle": str(args.out),
+        "heldout_rates": result.bundle.metrics.get("heldout_rates"),
+    }
     if args.database_url:
         records, _ = read_logs(args.files)
         summary["registered_version"] = asyncio.run(
-            register(result.bundle, args.database_url, records))
+            register(result.bundle, args.database_url, records)
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -525,8 +578,9 @@ def run_replay(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         try:
-            X, _ = asyncio.run(featurize(parsed[0], settings, redis_url=args.redis_url,
-                                         scratch=True))
+            X, _ = asyncio.run(
+                featurize(parsed[0], settings, redis_url=args.redis_url, scratch=True)
+            )
             bundle = train(X, settings.model, args.seed)
         except InsufficientDataError as exc:
             print(f"behaviorgate: replay: {exc} (pass --bundle)", file=sys.stderr)
@@ -536,8 +590,17 @@ def run_replay(args: argparse.Namespace) -> int:
             save_bundle(bundle, args.save_bundle)
     out = open(args.output, "w", encoding="utf-8") if args.output else None  # noqa: SIM115
     try:
-        report = asyncio.run(replay(args.files, settings, bundle, output=out, top=args.top,
-                                    records=parsed, redis_url=args.redis_url))
+        report = asyncio.run(
+            replay(
+                args.files,
+                settings,
+                bundle,
+                output=out,
+                top=args.top,
+                records=parsed,
+                redis_url=args.redis_url,
+            )
+        )
     finally:
         if out is not None:
             out.close()
@@ -549,8 +612,12 @@ def run_replay(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="access logs (combined/common, .gz ok)")
     p.add_argument("--config", "-c", help="gateway YAML (history, policy and model sections)")
-    p.add_argument("--gap-minutes", type=float, default=DEFAULT_GAP_S / 60.0,
-                   help="inactivity gap that ends a session (default 30)")
+    p.add_argument(
+        "--gap-minutes",
+        type=float,
+        default=DEFAULT_GAP_S / 60.0,
+        help="inactivity gap that ends a session (default 30)",
+    )
     p.add_argument("--model-settings", help="JSON file with ModelSettings (overrides --config)")
     p.add_argument("--seed", type=int, default=None, help="training seed")
 
@@ -561,8 +628,10 @@ def add_offline_parsers(subparsers: Any) -> None:
     _common(imp)
     imp.add_argument("--out", required=True, help="where to write the model bundle")
     imp.add_argument("--redis-url", help="write the history into this Redis (default: embedded)")
-    imp.add_argument("--database-url", help="also register + activate the bundle here "
-                     "(postgresql://... or sqlite:///file)")
+    imp.add_argument(
+        "--database-url",
+        help="also register + activate the bundle here (postgresql://... or sqlite:///file)",
+    )
     imp.set_defaults(func=run_import_log)
 
     rep = subparsers.add_parser("replay", help="score access logs offline at full speed")
@@ -572,6 +641,9 @@ def add_offline_parsers(subparsers: Any) -> None:
     rep.add_argument("--output", help="write one JSON object per parsed line here (JSONL)")
     rep.add_argument("--top", type=int, default=10, help="sessions to show")
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
-    rep.add_argument("--redis-url", help="replay on this Redis under a scratch key prefix "
-                     "(deleted afterwards); default: embedded store")
+    rep.add_argument(
+        "--redis-url",
+        help="replay on this Redis under a scratch key prefix "
+        "(deleted afterwards); default: embedded store",
+    )
     rep.set_defaults(func=run_replay)

@@ -195,7 +195,16 @@ class Pipeline:
             request, request_id, ident, ctx, rule, verdict, prediction_id, forwarded, drop
         )
         self._after(
-            request_id, ctx, ident, rule, match, verdict, prediction_id, response, scoring_ms, started
+            request_id,
+            ctx,
+            ident,
+            rule,
+            match,
+            verdict,
+            prediction_id,
+            response,
+            scoring_ms,
+            started,
         )
         return response
 
@@ -341,7 +350,7 @@ class Pipeline:
         if ident.token_exp is not None:
             ttl = max(60, min(ttl, int(ident.token_exp - ctx.ts) + 60))
         try:
-            # Revocation is awaited: the very next request of this session, on any replica, must see it.
+            # Awaited: the very next request of this session, on any replica, must see it.
             await self.history.revoke(ctx.session_id, ctx.user_id, ttl)
         except _DEPENDENCY_ERRORS:
             self.metrics.dependency_errors.labels("redis").inc()

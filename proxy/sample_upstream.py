@@ -162,7 +162,8 @@ class SampleApi:
 
 
 def create_sample_upstream(
-    jwt_secret: str = "demo-secret-change-me-0123456789abcdef", latency_scale: float = 1.0
+    jwt_secret: str = "demo-secret-change-me-0123456789abcdef",  # noqa: S107 - the demo API's
+    latency_scale: float = 1.0,
 ) -> web.Application:
     api = SampleApi(jwt_secret, latency_scale)
     app = web.Application()

@@ -64,9 +64,18 @@ SCENARIOS: tuple[str, ...] = (
 LOGIN = "/api/auth/login"
 DEMO_PASSWORD = "pass"  # noqa: S105 - the sample upstream's demo accounts, not a secret
 N_TRANSACTIONS = 500  # the sample upstream's seeded transaction ids 1..500
-_ZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "America/Chicago",
-          "America/Los_Angeles", "Asia/Tokyo", "Asia/Kolkata", "Australia/Sydney",
-          "Europe/Madrid", "America/Sao_Paulo")
+_ZONES = (
+    "Europe/Berlin",
+    "Europe/London",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+    "Europe/Madrid",
+    "America/Sao_Paulo",
+)
 _BROWSERS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36",
@@ -84,11 +93,25 @@ _MOBILE = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Mobile Safari/537.36",
 )
-_TOOLS = ("python-requests/2.31.0", "curl/8.4.0", "Go-http-client/1.1", "okhttp/4.12.0",
-          "Mozilla/5.0 (compatible; scanner/1.0)")
-_ADMIN_PROBES = ("/api/admin/users", "/api/admin/settings", "/api/admin/users/1", "/admin",
-                 "/api/admin/export", "/api/admin/roles", "/.env", "/api/internal/debug",
-                 "/api/admin/audit-log", "/wp-admin/")
+_TOOLS = (
+    "python-requests/2.31.0",
+    "curl/8.4.0",
+    "Go-http-client/1.1",
+    "okhttp/4.12.0",
+    "Mozilla/5.0 (compatible; scanner/1.0)",
+)
+_ADMIN_PROBES = (
+    "/api/admin/users",
+    "/api/admin/settings",
+    "/api/admin/users/1",
+    "/admin",
+    "/api/admin/export",
+    "/api/admin/roles",
+    "/.env",
+    "/api/internal/debug",
+    "/api/admin/audit-log",
+    "/wp-admin/",
+)
 # Habit chain: action -> successors; a user's weights reshape the successor choice.
 _ACTIONS = ("list", "get", "create", "expenses", "reports", "export")
 _NEXT = {
@@ -142,12 +165,21 @@ def _user(rng: random.Random, i: int) -> UserProfile:
     export_w = {"clerk": 0.05, "accountant": 0.6, "manager": 0.3}[role]
     habits = tuple((a, round(rng.uniform(0.3, 2.0), 2)) for a in _ACTIONS if a != "export")
     return UserProfile(
-        name=f"user{i}", password=DEMO_PASSWORD, role=role, tz=rng.choice(_ZONES),
-        start_hour=start, end_hour=start + rng.choice((7.5, 8.0, 8.5, 9.0)),
-        weekend_rate=rng.choice((0.0, 0.05, 0.15)), sessions_per_day=rng.uniform(1.0, 3.0),
-        devices=devices, home_ip=_ip(rng, range(81, 96)), office_ip=_ip(rng, range(62, 66)),
-        travel_ip=_ip(rng, (203, 202, 200)), travel_rate=rng.choice((0.0, 0.0, 0.1, 0.2)),
-        think_median_s=rng.uniform(4.0, 20.0), session_length=rng.randint(5, 25),
+        name=f"user{i}",
+        password=DEMO_PASSWORD,
+        role=role,
+        tz=rng.choice(_ZONES),
+        start_hour=start,
+        end_hour=start + rng.choice((7.5, 8.0, 8.5, 9.0)),
+        weekend_rate=rng.choice((0.0, 0.05, 0.15)),
+        sessions_per_day=rng.uniform(1.0, 3.0),
+        devices=devices,
+        home_ip=_ip(rng, range(81, 96)),
+        office_ip=_ip(rng, range(62, 66)),
+        travel_ip=_ip(rng, (203, 202, 200)),
+        travel_rate=rng.choice((0.0, 0.0, 0.1, 0.2)),
+        think_median_s=rng.uniform(4.0, 20.0),
+        session_length=rng.randint(5, 25),
         habits=(*habits, ("export", export_w)),
     )
 
@@ -196,16 +228,43 @@ class _Session:
     attack_id: str | None = None
     out: list[SimRequest] = field(default_factory=list)
 
-    def add(self, method: str, path: str, *, gap: float = 0.0, anonymous: bool = False,
-            password: str | None = None, body: dict[str, Any] | None = None) -> None:
+    def add(
+        self,
+        method: str,
+        path: str,
+        *,
+        gap: float = 0.0,
+        anonymous: bool = False,
+        password: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         self.t += gap
-        self.out.append(SimRequest(
-            self.t, method, path, self.label, self.session, self.ip, self.ua, self.account,
-            None if anonymous else self.account, password, body, self.attack_id))
+        self.out.append(
+            SimRequest(
+                self.t,
+                method,
+                path,
+                self.label,
+                self.session,
+                self.ip,
+                self.ua,
+                self.account,
+                None if anonymous else self.account,
+                password,
+                body,
+                self.attack_id,
+            )
+        )
 
     def login(self, password: str, *, gap: float = 0.0) -> None:
-        self.add("POST", LOGIN, gap=gap, anonymous=True, password=password,
-                 body={"username": self.account, "password": password})
+        self.add(
+            "POST",
+            LOGIN,
+            gap=gap,
+            anonymous=True,
+            password=password,
+            body={"username": self.account, "password": password},
+        )
 
 
 def _think(rng: random.Random, median: float) -> float:
@@ -236,8 +295,9 @@ def _habit_walk(s: _Session, user: UserProfile, n: int) -> None:
         s.add(method, path, gap=_think(s.rng, user.think_median_s), body=body)
 
 
-def normal_session(rng: random.Random, user: UserProfile, t0: float, sid: str, ip: str,
-                   ua: str) -> list[SimRequest]:
+def normal_session(
+    rng: random.Random, user: UserProfile, t0: float, sid: str, ip: str, ua: str
+) -> list[SimRequest]:
     """Login, then a walk over the user's favourite endpoints with human think times."""
     s = _Session(rng, t0, sid, ip, ua, user.name)
     if rng.random() < 0.03:  # a mistyped password now and then
@@ -260,12 +320,21 @@ def _attacker_ip(rng: random.Random) -> str:
 def _credential_stuffing(rng: random.Random, s: _Session, victims: Sequence[UserProfile]) -> None:
     s.ua = rng.choice(_TOOLS + _BROWSERS[:1])
     for i in range(rng.randint(20, 60)):
-        name = (rng.choice(victims).name if rng.random() < 0.5
-                else f"{rng.choice('abcdefgh')}{rng.randint(1, 9999)}")
+        name = (
+            rng.choice(victims).name
+            if rng.random() < 0.5
+            else f"{rng.choice('abcdefgh')}{rng.randint(1, 9999)}"
+        )
         pw = rng.choice(("123456", "password", "qwerty", "letmein", "Summer2024!"))
         s.account = name
-        s.add("POST", LOGIN, gap=rng.uniform(0.3, 3.0) if i else 0.0, anonymous=True,
-              password=pw, body={"username": name, "password": pw})
+        s.add(
+            "POST",
+            LOGIN,
+            gap=rng.uniform(0.3, 3.0) if i else 0.0,
+            anonymous=True,
+            password=pw,
+            body={"username": name, "password": pw},
+        )
 
 
 def _walk_ids(s: _Session, n: int, lo: float, hi: float, start: int) -> None:
@@ -273,11 +342,19 @@ def _walk_ids(s: _Session, n: int, lo: float, hi: float, start: int) -> None:
         s.add("GET", f"/api/transactions/{start + k}", gap=s.rng.uniform(lo, hi))
 
 
-def _attack(rng: random.Random, scenario: str, victim: UserProfile, t0: float, sid: str,
-            victims: Sequence[UserProfile], attack_id: str) -> list[SimRequest]:
+def _attack(
+    rng: random.Random,
+    scenario: str,
+    victim: UserProfile,
+    t0: float,
+    sid: str,
+    victims: Sequence[UserProfile],
+    attack_id: str,
+) -> list[SimRequest]:
     """One attack session; the victim's own requests (a login) are labelled normal."""
-    s = _Session(rng, t0, sid, _attacker_ip(rng), rng.choice(_TOOLS), victim.name,
-                 scenario, attack_id)
+    s = _Session(
+        rng, t0, sid, _attacker_ip(rng), rng.choice(_TOOLS), victim.name, scenario, attack_id
+    )
     if scenario == "credential_stuffing":
         _credential_stuffing(rng, s, victims)
         return s.out
@@ -288,15 +365,21 @@ def _attack(rng: random.Random, scenario: str, victim: UserProfile, t0: float, s
     if scenario == "token_replay":
         s.ua = rng.choice([b for b in _BROWSERS if b not in victim.devices] or _BROWSERS)
         for _ in range(rng.randint(10, 25)):
-            s.add("GET", rng.choice(("/api/transactions", "/api/financial/export", "/api/reports")),
-                  gap=rng.uniform(1.0, 6.0))
+            s.add(
+                "GET",
+                rng.choice(("/api/transactions", "/api/financial/export", "/api/reports")),
+                gap=rng.uniform(1.0, 6.0),
+            )
     elif scenario == "enumeration":
         _walk_ids(s, rng.randint(40, 120), 0.2, 1.2, rng.randint(1, 450))
     elif scenario == "export_burst":
         s.ip, s.ua = victim.office_ip, victim.devices[0]
         for _ in range(rng.randint(8, 20)):
-            s.add("GET", rng.choice(("/api/financial/export",) * 3 + ("/api/reports",)),
-                  gap=rng.uniform(0.5, 4.0))
+            s.add(
+                "GET",
+                rng.choice(("/api/financial/export",) * 3 + ("/api/reports",)),
+                gap=rng.uniform(0.5, 4.0),
+            )
     elif scenario == "admin_probe":
         s.ip, s.ua = victim.home_ip, victim.devices[0]
         for _ in range(rng.randint(10, 30)):
@@ -311,8 +394,11 @@ def _attack(rng: random.Random, scenario: str, victim: UserProfile, t0: float, s
     elif scenario == "slow_low":
         s.ua = rng.choice(_BROWSERS)
         for k in range(rng.randint(10, 25)):
-            path = ("/api/financial/export" if rng.random() < 0.2
-                    else f"/api/transactions/{rng.randint(1, 520)}")
+            path = (
+                "/api/financial/export"
+                if rng.random() < 0.2
+                else f"/api/transactions/{rng.randint(1, 520)}"
+            )
             s.add("GET", path, gap=rng.uniform(60.0, 300.0) if k else 0.0)
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
@@ -331,8 +417,9 @@ def _sid(rng: random.Random) -> str:
     return f"{rng.getrandbits(64):016x}"
 
 
-def _user_days(rng: random.Random, user: UserProfile, start: datetime, days: int,
-               end_ts: float) -> list[SimRequest]:
+def _user_days(
+    rng: random.Random, user: UserProfile, start: datetime, days: int, end_ts: float
+) -> list[SimRequest]:
     out: list[SimRequest] = []
     trip: set[int] = set()
     if rng.random() < user.travel_rate * days / 7:
@@ -364,21 +451,40 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _attacks(rng: random.Random, users: Sequence[UserProfile], n: int, t_lo: float,
-             t_hi: float, scenarios: Sequence[str]) -> list[SimRequest]:
+def _attacks(
+    rng: random.Random,
+    users: Sequence[UserProfile],
+    n: int,
+    t_lo: float,
+    t_hi: float,
+    scenarios: Sequence[str],
+) -> list[SimRequest]:
     out: list[SimRequest] = []
     order = list(scenarios)
     rng.shuffle(order)
     for k in range(n):
         scenario = order[k % len(order)]
-        out += _attack(rng, scenario, rng.choice(users), rng.uniform(t_lo, t_hi), _sid(rng),
-                       users, f"{scenario}-{k}")
+        out += _attack(
+            rng,
+            scenario,
+            rng.choice(users),
+            rng.uniform(t_lo, t_hi),
+            _sid(rng),
+            users,
+            f"{scenario}-{k}",
+        )
     return out
 
 
-def generate_history(users: Sequence[UserProfile], *, start: datetime, days: int, seed: int,
-                     attack_rate: float = 0.02,
-                     scenarios: Sequence[str] = SCENARIOS) -> list[SimRequest]:
+def generate_history(
+    users: Sequence[UserProfile],
+    *,
+    start: datetime,
+    days: int,
+    seed: int,
+    attack_rate: float = 0.02,
+    scenarios: Sequence[str] = SCENARIOS,
+) -> list[SimRequest]:
     """Weeks of traffic from ``start`` (aware datetime): every user's sessions plus attack
     sessions making up ``attack_rate`` of all sessions; sorted by time, ends before
     ``start + days``."""
@@ -433,21 +539,40 @@ def _clf_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
-def write_log(requests: Iterable[SimRequest], log: IO[str], labels: IO[str] | None = None,
-              users: Sequence[UserProfile] = ()) -> int:
+def write_log(
+    requests: Iterable[SimRequest],
+    log: IO[str],
+    labels: IO[str] | None = None,
+    users: Sequence[UserProfile] = (),
+) -> int:
     """Write requests as an Apache combined log (+ one JSON label per line); returns lines."""
     accounts = {u.name: u.password for u in users}
     upstream = _Upstream()
     n = 0
     for n, r in enumerate(requests, 1):
         status, size = upstream.answer(r, accounts)
-        log.write(f'{r.client_ip} - {r.user or "-"} [{_clf_time(r.ts)}] "{r.method} {r.path} '
-                  f'HTTP/1.1" {status} {size} "-" "{r.user_agent}"\n')
+        log.write(
+            f'{r.client_ip} - {r.user or "-"} [{_clf_time(r.ts)}] "{r.method} {r.path} '
+            f'HTTP/1.1" {status} {size} "-" "{r.user_agent}"\n'
+        )
         if labels is not None:
-            labels.write(json.dumps({"line": n, "ts": round(r.ts, 3), "label": r.label,
-                                     "attack_id": r.attack_id, "session": r.session,
-                                     "user": r.user, "account": r.account, "method": r.method,
-                                     "path": r.path, "status": status}) + "\n")
+            labels.write(
+                json.dumps(
+                    {
+                        "line": n,
+                        "ts": round(r.ts, 3),
+                        "label": r.label,
+                        "attack_id": r.attack_id,
+                        "session": r.session,
+                        "user": r.user,
+                        "account": r.account,
+                        "method": r.method,
+                        "path": r.path,
+                        "status": status,
+                    }
+                )
+                + "\n"
+            )
     return n
 
 
@@ -469,9 +594,16 @@ def active_users(users: Sequence[UserProfile], now: float) -> list[UserProfile]:
     return on or list(users)
 
 
-def plan_live(users: Sequence[UserProfile], *, seed: int, now: float, sessions: int,
-              duration_s: float, attack_rate: float = 0.2,
-              scenarios: Sequence[str] = SCENARIOS) -> list[SimRequest]:
+def plan_live(
+    users: Sequence[UserProfile],
+    *,
+    seed: int,
+    now: float,
+    sessions: int,
+    duration_s: float,
+    attack_rate: float = 0.2,
+    scenarios: Sequence[str] = SCENARIOS,
+) -> list[SimRequest]:
     """A live plan: ``ts`` in seconds from the start, every session starting in the first half
     of ``duration_s``; ``attack_rate`` of the sessions are attacks (at least one if > 0).
 
@@ -558,8 +690,9 @@ class _LiveState:
     sent: int = 0
 
 
-async def _send(session: Any, base: str, r: SimRequest, state: _LiveState,
-                seq: int, t_start: float) -> LiveResult:
+async def _send(
+    session: Any, base: str, r: SimRequest, state: _LiveState, seq: int, t_start: float
+) -> LiveResult:
     headers = {"X-Forwarded-For": r.client_ip, "User-Agent": r.user_agent}
     token = state.tokens.get(r.session)
     if r.user is not None and token:
@@ -567,8 +700,9 @@ async def _send(session: Any, base: str, r: SimRequest, state: _LiveState,
     t0 = time.perf_counter()
     status, body, error, decision = 0, None, None, None
     try:
-        async with session.request(r.method, base + r.path, json=r.body, headers=headers,
-                                   allow_redirects=False) as resp:
+        async with session.request(
+            r.method, base + r.path, json=r.body, headers=headers, allow_redirects=False
+        ) as resp:
             status = resp.status
             decision = resp.headers.get("X-BehaviorGate-Decision")
             raw = await resp.content.read(65_536)
@@ -586,14 +720,34 @@ async def _send(session: Any, base: str, r: SimRequest, state: _LiveState,
     action = gateway_action(status, body)
     if action == "BLOCK":
         state.blocked.add(r.session)
-    return LiveResult(seq, round(time.perf_counter() - t_start, 3), r.label, r.attack_id,
-                      r.session, r.account, r.method, r.path, status, action, round(latency, 2),
-                      error, decision)
+    return LiveResult(
+        seq,
+        round(time.perf_counter() - t_start, 3),
+        r.label,
+        r.attack_id,
+        r.session,
+        r.account,
+        r.method,
+        r.path,
+        status,
+        action,
+        round(latency, 2),
+        error,
+        decision,
+    )
 
 
-async def _run_session(client: Any, base: str, reqs: list[SimRequest], state: _LiveState,
-                       t_start: float, deadline: float, max_requests: int, time_scale: float,
-                       out: list[LiveResult]) -> None:
+async def _run_session(
+    client: Any,
+    base: str,
+    reqs: list[SimRequest],
+    state: _LiveState,
+    t_start: float,
+    deadline: float,
+    max_requests: int,
+    time_scale: float,
+    out: list[LiveResult],
+) -> None:
     loop = asyncio.get_running_loop()
     for r in reqs:
         delay = t_start + r.ts * time_scale - loop.time()
@@ -605,9 +759,15 @@ async def _run_session(client: Any, base: str, reqs: list[SimRequest], state: _L
         out.append(await _send(client, base, r, state, state.sent, t_start))
 
 
-async def drive(base_url: str, plan: Sequence[SimRequest], *, duration_s: float,
-                max_requests: int, time_scale: float = 1.0,
-                concurrency: int = 64) -> list[LiveResult]:
+async def drive(
+    base_url: str,
+    plan: Sequence[SimRequest],
+    *,
+    duration_s: float,
+    max_requests: int,
+    time_scale: float = 1.0,
+    concurrency: int = 64,
+) -> list[LiveResult]:
     """Send ``plan`` to the gateway at ``base_url`` (loopback only), each session in its own
     task, pacing by ``ts * time_scale``; stops at ``duration_s`` or ``max_requests``."""
     import aiohttp
@@ -623,11 +783,14 @@ async def drive(base_url: str, plan: Sequence[SimRequest], *, duration_s: float,
     conn = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as client:
-        await asyncio.gather(*(
-            _run_session(client, base, reqs, state, t_start, deadline, max_requests,
-                         time_scale, out)
-            for reqs in by_session.values()
-        ))
+        await asyncio.gather(
+            *(
+                _run_session(
+                    client, base, reqs, state, t_start, deadline, max_requests, time_scale, out
+                )
+                for reqs in by_session.values()
+            )
+        )
     out.sort(key=lambda x: x.seq)
     return out
 
@@ -649,8 +812,9 @@ def summarize(results: Sequence[LiveResult]) -> dict[str, Any]:
             attacks[r.attack_id].append(r)
     per: dict[str, dict[str, Any]] = {}
     for rs in attacks.values():
-        entry = per.setdefault(rs[0].label, {"sessions": 0, "caught": 0, "caught_within_10": 0,
-                                             "first_stop_at": []})
+        entry = per.setdefault(
+            rs[0].label, {"sessions": 0, "caught": 0, "caught_within_10": 0, "first_stop_at": []}
+        )
         entry["sessions"] += 1
         first = next((i for i, r in enumerate(rs, 1) if r.action in _STRONG), None)
         if first is not None:
@@ -662,12 +826,14 @@ def summarize(results: Sequence[LiveResult]) -> dict[str, Any]:
     return {
         "requests": len(results),
         "scenarios": per,
-        "normal": {"requests": len(normal),
-                   "monitor_or_stronger": sum(
-                       1 for r in normal if (r.action or r.decision) in _MONITOR_UP) / n,
-                   "challenge_or_stronger": sum(actions[a] for a in _STRONG) / n,
-                   "block": actions["BLOCK"] / n,
-                   "errors": sum(1 for r in normal if r.error) / n},
+        "normal": {
+            "requests": len(normal),
+            "monitor_or_stronger": sum(1 for r in normal if (r.action or r.decision) in _MONITOR_UP)
+            / n,
+            "challenge_or_stronger": sum(actions[a] for a in _STRONG) / n,
+            "block": actions["BLOCK"] / n,
+            "errors": sum(1 for r in normal if r.error) / n,
+        },
         "latency_ms_p50": _quantile([r.latency_ms for r in results], 0.5),
         "latency_ms_p99": _quantile([r.latency_ms for r in results], 0.99),
     }
@@ -704,28 +870,60 @@ def _scenarios(text: str | None) -> tuple[str, ...]:
 def _run_offline(args: argparse.Namespace) -> int:
     users = build_population(args.users, args.seed)
     start = _parse_start(args.start, args.days)
-    plan = generate_history(users, start=start, days=args.days, seed=args.seed,
-                            attack_rate=args.attack_rate, scenarios=_scenarios(args.scenarios))
+    plan = generate_history(
+        users,
+        start=start,
+        days=args.days,
+        seed=args.seed,
+        attack_rate=args.attack_rate,
+        scenarios=_scenarios(args.scenarios),
+    )
     labels_path = args.labels or f"{args.log}.labels.jsonl"
-    with open(args.log, "w", encoding="utf-8") as log, \
-            open(labels_path, "w", encoding="utf-8") as lab:
+    with (
+        open(args.log, "w", encoding="utf-8") as log,
+        open(labels_path, "w", encoding="utf-8") as lab,
+    ):
         n = write_log(plan, log, lab, users)
     mix = Counter(r.label for r in plan)
-    print(json.dumps({"log": args.log, "labels": labels_path, "lines": n, "users": len(users),
-                      "start": start.isoformat(), "days": args.days, "seed": args.seed,
-                      "labels_mix": dict(mix),
-                      "attack_sessions": len({r.attack_id for r in plan if r.attack_id})},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "log": args.log,
+                "labels": labels_path,
+                "lines": n,
+                "users": len(users),
+                "start": start.isoformat(),
+                "days": args.days,
+                "seed": args.seed,
+                "labels_mix": dict(mix),
+                "attack_sessions": len({r.attack_id for r in plan if r.attack_id}),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _run_live(args: argparse.Namespace) -> int:
     users = build_population(args.users, args.seed)
-    plan = plan_live(users, seed=args.seed, now=time.time(), sessions=args.sessions,
-                     duration_s=args.duration, attack_rate=args.attack_rate,
-                     scenarios=_scenarios(args.scenarios))
-    results = asyncio.run(drive(args.gateway, plan, duration_s=args.duration,
-                                max_requests=args.max_requests, time_scale=args.time_scale))
+    plan = plan_live(
+        users,
+        seed=args.seed,
+        now=time.time(),
+        sessions=args.sessions,
+        duration_s=args.duration,
+        attack_rate=args.attack_rate,
+        scenarios=_scenarios(args.scenarios),
+    )
+    results = asyncio.run(
+        drive(
+            args.gateway,
+            plan,
+            duration_s=args.duration,
+            max_requests=args.max_requests,
+            time_scale=args.time_scale,
+        )
+    )
     if args.results:
         with open(args.results, "w", encoding="utf-8") as fh:
             for r in results:
@@ -746,12 +944,19 @@ def run_simulate(args: argparse.Namespace) -> int:
 def add_simulate_parser(subparsers: Any) -> None:
     """Register ``simulate`` on an ``add_subparsers()`` object."""
     p = subparsers.add_parser("simulate", help="synthetic users + labelled attacks (log or live)")
-    p.add_argument("mode", choices=("offline", "live"),
-                   help="offline: write weeks of history as a log; live: drive a gateway")
+    p.add_argument(
+        "mode",
+        choices=("offline", "live"),
+        help="offline: write weeks of history as a log; live: drive a gateway",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--users", type=int, default=30, help="population size (≤ 200)")
-    p.add_argument("--attack-rate", type=float, default=None,
-                   help="share of sessions that are attacks (offline 0.02, live 0.2)")
+    p.add_argument(
+        "--attack-rate",
+        type=float,
+        default=None,
+        help="share of sessions that are attacks (offline 0.02, live 0.2)",
+    )
     p.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     g = p.add_argument_group("offline")
     g.add_argument("--log", default="simulated-access.log", help="combined log to write")
@@ -763,8 +968,12 @@ def add_simulate_parser(subparsers: Any) -> None:
     g.add_argument("--sessions", type=int, default=40, help="sessions to start")
     g.add_argument("--duration", type=float, default=60.0, help="seconds, at most")
     g.add_argument("--max-requests", type=int, default=2000)
-    g.add_argument("--time-scale", type=float, default=1.0,
-                   help="multiply think times (below 1 makes humans look like bots)")
+    g.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply think times (below 1 makes humans look like bots)",
+    )
     g.add_argument("--results", help="write one JSON object per request here")
     p.set_defaults(func=_defaults_then_run)
 
@@ -773,4 +982,3 @@ def _defaults_then_run(args: argparse.Namespace) -> int:
     if args.attack_rate is None:
         args.attack_rate = 0.02 if args.mode == "offline" else 0.2
     return run_simulate(args)
-

@@ -231,8 +231,9 @@ def _check_shapes(b: ModelBundle) -> None:
         b.autoencoder.w1.ndim != 2 or b.autoencoder.w1.shape[1] != n,
         b.autoencoder.w2.shape != b.autoencoder.w1.shape[::-1],
         b.autoencoder.b1.shape != b.autoencoder.w1.shape[:1],
-        any(v.shape != (n,) for v in (b.autoencoder.b2, b.autoencoder.mean,
-                                      b.autoencoder.inv_scale)),
+        any(
+            v.shape != (n,) for v in (b.autoencoder.b2, b.autoencoder.mean, b.autoencoder.inv_scale)
+        ),
         any(v.shape != (n,) for v in (b.baseline, b.train_min, b.train_max)),
         b.reference.features.counts.shape[0] != n,
         any(

@@ -67,7 +67,7 @@ local cap = tonumber(ARGV[7])
 local short_from = now - tonumber(ARGV[8])
 local long_from = now - tonumber(ARGV[9])
 local conc_from = now - tonumber(ARGV[10])
--- idle past the session TTL in event time (so replayed logs behave like live traffic): a new session
+-- idle past the session TTL in event time (replayed logs behave like live traffic): new session
 local idle_since = tonumber(redis.call("ZSCORE", KEYS[14], sid) or "")
 local expired = idle_since ~= nil and now - idle_since > tonumber(ARGV[11])
 local events = expired and {} or redis.call("LRANGE", KEYS[1], 0, cap - 1)

@@ -336,9 +336,7 @@ class PgStore:
                     WHERE {where}"""
             rows = await conn.fetch(f"{select} AND random() < {frac!r}", *args)
             if len(rows) < min(limit, total):
-                rows = await conn.fetch(
-                    f"{select} ORDER BY random() LIMIT {int(limit)}", *args
-                )
+                rows = await conn.fetch(f"{select} ORDER BY random() LIMIT {int(limit)}", *args)
         rows = _uniform_cut(rows, limit)
         return stack_sample(
             [r["id"] for r in rows], [r["features"] for r in rows], [r["composite"] for r in rows]

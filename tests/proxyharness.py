@@ -106,7 +106,9 @@ async def read_response(reader: asyncio.StreamReader, *, head_request: bool = Fa
     return resp
 
 
-async def raw_exchange(port: int, data: bytes, *, head_request: bool = False, timeout: float = 10) -> RawResponse:
+async def raw_exchange(
+    port: int, data: bytes, *, head_request: bool = False, timeout: float = 10
+) -> RawResponse:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)

@@ -92,7 +92,8 @@ def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "behaviorgate: config: server.port: Input should be a valid integer, unable to parse string as an integer (got 'nope')"
+        "behaviorgate: config: server.port: Input should be a valid integer,"
+        " unable to parse string as an integer (got 'nope')"
     ]
 
 

@@ -75,19 +75,32 @@ def test_edge_file_counts_and_samples() -> None:
 
 
 def test_fields_of_a_combined_line() -> None:
-    line = ('100.64.0.216 - - [17/May/2015:10:05:03 +0000] "GET /a/b.png?x=1 HTTP/1.1" 200 '
-            '203023 "http://semicomplete.com/" "Mozilla/5.0 (Macintosh)"')
+    line = (
+        '100.64.0.216 - - [17/May/2015:10:05:03 +0000] "GET /a/b.png?x=1 HTTP/1.1" 200 '
+        '203023 "http://semicomplete.com/" "Mozilla/5.0 (Macintosh)"'
+    )
     r = parse_line(line)
     assert r.ts == datetime(2015, 5, 17, 10, 5, 3, tzinfo=UTC).timestamp()
     assert (r.client_ip, r.user, r.method, r.target, r.protocol) == (
-        "100.64.0.216", None, "GET", "/a/b.png?x=1", "HTTP/1.1")
+        "100.64.0.216",
+        None,
+        "GET",
+        "/a/b.png?x=1",
+        "HTTP/1.1",
+    )
     assert (r.status, r.size, r.referer, r.user_agent) == (
-        200, 203023, "http://semicomplete.com/", "Mozilla/5.0 (Macintosh)")
+        200,
+        203023,
+        "http://semicomplete.com/",
+        "Mozilla/5.0 (Macintosh)",
+    )
 
 
 def test_time_zone_offset_and_escaped_quotes() -> None:
-    line = ('1.2.3.4 - bob [14/Oct/2019:10:50:18 +0200] "POST /x HTTP/1.1" 401 - "-" '
-            '"a \\"quoted\\" agent" "-"')
+    line = (
+        '1.2.3.4 - bob [14/Oct/2019:10:50:18 +0200] "POST /x HTTP/1.1" 401 - "-" '
+        '"a \\"quoted\\" agent" "-"'
+    )
     r = parse_line(line)
     assert r.ts == datetime(2019, 10, 14, 8, 50, 18, tzinfo=UTC).timestamp()
     assert (r.user, r.size, r.referer, r.user_agent) == ("bob", 0, None, 'a "quoted" agent')
@@ -128,5 +141,8 @@ def test_parse_line_never_fails_otherwise(text: str) -> None:
 def test_stats_json_shape() -> None:
     stats = ParseStats()
     stats.reject("f", 3, "why", "text")
-    assert stats.to_json() == {"parsed": 0, "malformed": 1, "malformed_samples": [
-        {"file": "f", "line": 3, "reason": "why", "text": "text"}]}
+    assert stats.to_json() == {
+        "parsed": 0,
+        "malformed": 1,
+        "malformed_samples": [{"file": "f", "line": 3, "reason": "why", "text": "text"}],
+    }

@@ -7,9 +7,9 @@ import gzip
 import json
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from aiohttp import web
 
 from proxy.app import create_app, server_options
 from tests.proxyharness import RecordingUpstream, gateway_settings, raw_exchange, read_response
@@ -129,7 +129,7 @@ async def test_client_gateway_headers_are_stripped_and_forwarded_for_is_ours(ups
         ),
     )
     seen = upstream.seen[-1]
-    # No model yet: the gateway's own decision (LEARNING) and no score; the client's copies are gone.
+    # No model yet: the gateway's own decision (LEARNING), no score; the client's copies are gone.
     assert seen.header_values("X-BehaviorGate-Score") == []
     assert seen.header_values("X-BehaviorGate-Decision") == ["LEARNING"]
     assert seen.header_values("X-Forwarded-For") == ["127.0.0.1"]

@@ -40,7 +40,9 @@ async def test_delivery_retries_until_the_receiver_accepts(aiohttp_server):
     app.router.add_post("/hook", receiver)
     server = await aiohttp_server(app)
     settings = NotifySettings(
-        webhooks=[{"url": f"http://127.0.0.1:{server.port}/hook", "secret": SECRET, "events": ["block"]}],
+        webhooks=[
+            {"url": f"http://127.0.0.1:{server.port}/hook", "secret": SECRET, "events": ["block"]}
+        ],
         backoff_initial_seconds=0.05,
         max_attempts=5,
     )

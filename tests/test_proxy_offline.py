@@ -36,8 +36,9 @@ LADDER = {"ALLOW", "MONITOR", "CHALLENGE", "REQUIRE_2FA", "BLOCK"}
 
 
 def _settings(**history: object) -> OfflineSettings:
-    return OfflineSettings(history=HistorySettings(**history),
-                           model=ModelSettings.model_validate(SMALL_MODEL))
+    return OfflineSettings(
+        history=HistorySettings(**history), model=ModelSettings.model_validate(SMALL_MODEL)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,9 @@ async def test_replay_writes_one_object_per_parsed_line(bundle_file: Path, tmp_p
     for r in rows:
         assert 0.0 <= r["composite"] <= 1.0 and r["iforest"] is not None
         assert len(r["top_features"]) <= 5
-    assert [s.max_score for s in report.top] == sorted((s.max_score for s in report.top),
-                                                       reverse=True)
+    assert [s.max_score for s in report.top] == sorted(
+        (s.max_score for s in report.top), reverse=True
+    )
     assert report.top[0].max_score == pytest.approx(max(r["composite"] for r in rows), abs=1e-5)
 
 
@@ -106,8 +108,9 @@ async def test_replay_tolerates_malformed_lines(bundle_file: Path, tmp_path: Pat
 async def test_real_redis_history_gives_the_same_vectors(redis_url: str, redis_prefix: str) -> None:
     records, _ = read_logs([ALM])
     embedded, _ = await featurize(records[:120], _settings())
-    real, _ = await featurize(records[:120], _settings(key_prefix=redis_prefix),
-                              redis_url=redis_url)
+    real, _ = await featurize(
+        records[:120], _settings(key_prefix=redis_prefix), redis_url=redis_url
+    )
     np.testing.assert_array_equal(embedded, real)
 
 
@@ -122,21 +125,52 @@ def test_cli_import_register_and_replay(tmp_path: Path, capsys: pytest.CaptureFi
     model = tmp_path / "model.json"
     model.write_text(json.dumps(SMALL_MODEL))
     bundle, out, db = tmp_path / "b.bundle", tmp_path / "o.jsonl", tmp_path / "r.sqlite3"
-    assert _cli(["import-log", str(ALM), "--out", str(bundle), "--model-settings", str(model),
-                 "--seed", "2", "--database-url", f"sqlite:///{db}"]) == 0
+    assert (
+        _cli(
+            [
+                "import-log",
+                str(ALM),
+                "--out",
+                str(bundle),
+                "--model-settings",
+                str(model),
+                "--seed",
+                "2",
+                "--database-url",
+                f"sqlite:///{db}",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert (summary["parsed"], summary["vectors"], summary["sessions"]) == (300, 300, 11)
     assert summary["registered_version"] == 1
-    assert _cli(["replay", str(ALM), str(EDGE), "--bundle", str(bundle), "--output", str(out),
-                 "--top", "2", "--json"]) == 0
+    assert (
+        _cli(
+            [
+                "replay",
+                str(ALM),
+                str(EDGE),
+                "--bundle",
+                str(bundle),
+                "--output",
+                str(out),
+                "--top",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert (report["parsed"], report["malformed"], report["requests"]) == (305, 5, 305)
     assert len(out.read_text().splitlines()) == 305 and len(report["top_sessions"]) == 2
     assert report["top_sessions"][0]["why"]
 
 
-def test_cli_replay_without_enough_data_says_so(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_replay_without_enough_data_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _cli(["replay", str(EDGE)]) == 3
     assert "insufficient training data: 5 of 1000" in capsys.readouterr().err
 

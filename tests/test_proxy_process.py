@@ -28,9 +28,20 @@ def start_gateway(
         **(env or {}),
     }
     return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{upstream_port}",
-         "--port", str(port), *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -38,7 +49,9 @@ async def wait_ready(port: int) -> None:
     await asyncio.get_running_loop().run_in_executor(None, wait_port, port, 30.0)
 
 
-async def test_two_workers_share_one_port(aiohttp_server, tmp_path, redis_url, redis_prefix, pg_dsn):
+async def test_two_workers_share_one_port(
+    aiohttp_server, tmp_path, redis_url, redis_prefix, pg_dsn
+):
     async def ok(_: web.Request) -> web.Response:
         return web.json_response({"ok": 1})
 
@@ -46,7 +59,11 @@ async def test_two_workers_share_one_port(aiohttp_server, tmp_path, redis_url, r
     app.router.add_get("/x", ok)
     up = await aiohttp_server(app)
     port = free_port()
-    shared = {"REDIS_URL": redis_url, "DATABASE_URL": pg_dsn, "BEHAVIORGATE_HISTORY__KEY_PREFIX": redis_prefix}
+    shared = {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": pg_dsn,
+        "BEHAVIORGATE_HISTORY__KEY_PREFIX": redis_prefix,
+    }
     proc = start_gateway(up.port, port, "--workers", "2", data_dir=str(tmp_path), env=shared)
     try:
         await wait_ready(port)
@@ -97,7 +114,10 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server, tmp_path):
 def test_workers_without_shared_stores_is_a_config_error():
     proc = subprocess.run(
         [sys.executable, "-m", "proxy.cli", "check-config"],
-        env={**os.environ, "BEHAVIORGATE_SERVER__WORKERS": "2"}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BEHAVIORGATE_SERVER__WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "needs redis.url and database.url" in proc.stderr

@@ -96,8 +96,7 @@ def test_each_scenario_has_its_shape() -> None:
             assert sum(r.path == "/api/financial/export" for r in rs) >= 3
             assert max(gaps) <= 4.0
         elif label == "admin_probe":
-            assert all("admin" in r.path or r.path in ("/.env", "/api/internal/debug")
-                       for r in rs)
+            assert all("admin" in r.path or r.path in ("/.env", "/api/internal/debug") for r in rs)
             assert all(statuses[id(r)] in (403, 404) for r in rs)
         elif label in ("token_replay", "impossible_travel"):
             assert all(r.client_ip not in homes for r in rs)  # a network the user never used
@@ -108,8 +107,7 @@ def test_each_scenario_has_its_shape() -> None:
 
 
 def test_impossible_travel_follows_the_victims_own_requests() -> None:
-    plan = generate_history(build_population(12, 3), start=START, days=14, seed=3,
-                            attack_rate=0.15)
+    plan = generate_history(build_population(12, 3), start=START, days=14, seed=3, attack_rate=0.15)
     for rs in _by_scenario(plan).values():
         if rs[0].label != "impossible_travel":
             continue
@@ -128,16 +126,19 @@ def test_log_lines_parse_with_user_field() -> None:
     assert logins and all(r.user is None for r in logins)
 
 
-@pytest.mark.parametrize(("status", "body", "want"), [
-    (401, {"action": "challenge", "prediction_id": "p1"}, "CHALLENGE"),
-    (401, {"action": "2fa"}, "REQUIRE_2FA"),
-    (401, {"action": "REQUIRE_2FA"}, "REQUIRE_2FA"),
-    (403, {"action": "BLOCK"}, "BLOCK"),
-    (403, {"error": "forbidden"}, None),  # the upstream's own 403
-    (401, {"error": "invalid credentials"}, None),
-    (200, {"action": "BLOCK"}, None),
-    (403, "not json", None),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "want"),
+    [
+        (401, {"action": "challenge", "prediction_id": "p1"}, "CHALLENGE"),
+        (401, {"action": "2fa"}, "REQUIRE_2FA"),
+        (401, {"action": "REQUIRE_2FA"}, "REQUIRE_2FA"),
+        (403, {"action": "BLOCK"}, "BLOCK"),
+        (403, {"error": "forbidden"}, None),  # the upstream's own 403
+        (401, {"error": "invalid credentials"}, None),
+        (200, {"action": "BLOCK"}, None),
+        (403, "not json", None),
+    ],
+)
 def test_gateway_action(status: int, body: object, want: str | None) -> None:
     assert gateway_action(status, body) == want
 
@@ -156,10 +157,18 @@ async def test_live_driver_logs_in_and_records_answers() -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         users = build_population(6, 5)
-        plan = plan_live(users, seed=5, now=START.timestamp(), sessions=6, duration_s=200,
-                         attack_rate=0.5, scenarios=("credential_stuffing", "enumeration"))
-        results = await drive(f"http://127.0.0.1:{port}", plan, duration_s=10.0,
-                              max_requests=120, time_scale=0.005)
+        plan = plan_live(
+            users,
+            seed=5,
+            now=START.timestamp(),
+            sessions=6,
+            duration_s=200,
+            attack_rate=0.5,
+            scenarios=("credential_stuffing", "enumeration"),
+        )
+        results = await drive(
+            f"http://127.0.0.1:{port}", plan, duration_s=10.0, max_requests=120, time_scale=0.005
+        )
     finally:
         await runner.cleanup()
     assert 0 < len(results) <= 120

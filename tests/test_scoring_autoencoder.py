@@ -24,14 +24,16 @@ def test_numpy_equals_torch(fit) -> None:
     X, result = fit
     rng = np.random.default_rng(1)
     Y = np.vstack([X, X[:50] + rng.normal(scale=5, size=(50, 12)).astype(np.float32)])
-    np.testing.assert_allclose(result.weights.error(Y), torch_error(result.weights, Y), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        result.weights.error(Y), torch_error(result.weights, Y), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_exported_weights_are_the_best_epoch(fit) -> None:
     X, result = fit
-    assert min(result.val_loss) == pytest.approx(float(result.weights.error(X[1000:]).mean()),
-                                                 rel=1e-4)
+    assert min(result.val_loss) == pytest.approx(
+        float(result.weights.error(X[1000:]).mean()), rel=1e-4
+    )
     assert result.val_loss[result.best_epoch] == min(result.val_loss)
     assert result.val_loss[-1] < result.val_loss[0] or result.stopped_early
 
@@ -39,8 +41,9 @@ def test_exported_weights_are_the_best_epoch(fit) -> None:
 def test_early_stopping_stops_after_patience() -> None:
     rng = np.random.default_rng(2)
     noise = rng.normal(size=(300, 6)).astype(np.float32)
-    s = AutoencoderSettings(epochs=200, early_stopping_patience=2, encoding_dim=2, batch_size=8,
-                            learning_rate=0.05)
+    s = AutoencoderSettings(
+        epochs=200, early_stopping_patience=2, encoding_dim=2, batch_size=8, learning_rate=0.05
+    )
     result = train_autoencoder(noise[:240], noise[240:], s)
     assert result.stopped_early
     assert len(result.val_loss) == result.best_epoch + 1 + 2
@@ -68,8 +71,10 @@ def test_huge_inputs_give_finite_errors(fit) -> None:
 
 
 def test_serving_modules_do_not_import_torch() -> None:
-    code = ("import sys, scoring.autoencoder, scoring.ensemble, scoring.explain, scoring.bundle, "
-            "scoring.decision, scoring.drift, scoring.calibration, scoring.forest; "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys, scoring.autoencoder, scoring.ensemble, scoring.explain, scoring.bundle, "
+        "scoring.decision, scoring.drift, scoring.calibration, scoring.forest; "
+        "sys.exit('torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], check=False)  # noqa: S603 - fixed code
     assert proc.returncode == 0

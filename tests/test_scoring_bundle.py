@@ -14,8 +14,12 @@ from scoring.forest import CompiledForest
 from scoring.training import train_bundle
 
 SETTINGS = ModelSettings.model_validate(
-    {"autoencoder": {"epochs": 3, "batch_size": 64, "encoding_dim": 3},
-     "training": {"min_samples": 100}, "drift": {"reference_sample_size": 200}})
+    {
+        "autoencoder": {"epochs": 3, "batch_size": 64, "encoding_dim": 3},
+        "training": {"min_samples": 100},
+        "drift": {"reference_sample_size": 200},
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +87,9 @@ def test_out_of_range_feature_index_is_refused(bundle) -> None:
     f = bundle.forest
     bad = f.feature.copy()
     bad[0, 0] = 99
-    evil = dataclasses.replace(bundle, forest=CompiledForest(bad, f.threshold, f.leaf_value,
-                                                             f.normaliser))
+    evil = dataclasses.replace(
+        bundle, forest=CompiledForest(bad, f.threshold, f.leaf_value, f.normaliser)
+    )
     with pytest.raises(BundleError, match="shapes"):
         ModelBundle.from_bytes(evil.to_bytes())
 

@@ -48,8 +48,9 @@ def test_strict_blocks_from_strict_block(score: float, expected: Decision) -> No
 
 
 def test_override_is_just_another_thresholds_object() -> None:
-    relaxed = ThresholdSettings(monitor=0.8, challenge=0.85, require_2fa=0.9, block=0.95,
-                                strict_block=0.9)
+    relaxed = ThresholdSettings(
+        monitor=0.8, challenge=0.85, require_2fa=0.9, block=0.95, strict_block=0.9
+    )
     assert decide(0.82, relaxed) is Decision.MONITOR
     assert decide(0.82, DEFAULT) is Decision.REQUIRE_2FA
     assert decide(0.91, relaxed, strict=True) is Decision.BLOCK
@@ -68,8 +69,13 @@ def test_threshold_ordering_is_validated() -> None:
 
 
 def test_severity_order_and_recorded_states() -> None:
-    ladder = [Decision.ALLOW, Decision.MONITOR, Decision.CHALLENGE, Decision.REQUIRE_2FA,
-              Decision.BLOCK]
+    ladder = [
+        Decision.ALLOW,
+        Decision.MONITOR,
+        Decision.CHALLENGE,
+        Decision.REQUIRE_2FA,
+        Decision.BLOCK,
+    ]
     assert [d.severity for d in ladder] == [0, 1, 2, 3, 4]
     assert Decision.LEARNING.severity == Decision.ERROR.severity == 0
     assert not Decision.ALLOW.is_anomaly and Decision.MONITOR.is_anomaly

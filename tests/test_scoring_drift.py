@@ -28,8 +28,10 @@ def test_psi_empty_bins_and_empty_window_are_finite() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(-5, 5), min_size=1, max_size=80),
-       st.lists(st.floats(-6, 6, allow_nan=False), min_size=1, max_size=80))
+@given(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=80),
+    st.lists(st.floats(-6, 6, allow_nan=False), min_size=1, max_size=80),
+)
 def test_ks_equals_scipy(a, b) -> None:
     expected = ks_2samp(a, b).statistic
     assert ks_statistic(np.array(a, float), np.array(b)) == pytest.approx(expected, abs=1e-9)
@@ -78,16 +80,27 @@ def test_shift_drifts_and_names_features(reference) -> None:
     X[:, 5] = 1.0
     X[:, :3] += 1.5
     X[:10, 4] = 1e9  # out-of-range values still land in the last bin
-    report = compute_drift(reference, NAMES, X, rng.uniform(0.5, 1.0, size=500), CFG,
-                           history=[0.01, 0.02])
+    report = compute_drift(
+        reference, NAMES, X, rng.uniform(0.5, 1.0, size=500), CFG, history=[0.01, 0.02]
+    )
     assert report.is_drifting and report.drift_score > CFG.threshold
     assert [f.drifting for f in report.features] == [True, True, True, False, False, False]
     assert report.distribution_drift == pytest.approx(0.5)
     assert report.trend == "increasing" and report.confidence == "MEDIUM"
     assert all(math.isfinite(f.psi) for f in report.features)
     body = report.to_json()
-    assert {"driftScore", "isDrifting", "psi", "ksStatistic", "distributionDrift", "scoreDrift",
-            "trend", "confidence", "sampleSize", "features"} <= body.keys()
+    assert {
+        "driftScore",
+        "isDrifting",
+        "psi",
+        "ksStatistic",
+        "distributionDrift",
+        "scoreDrift",
+        "trend",
+        "confidence",
+        "sampleSize",
+        "features",
+    } <= body.keys()
 
 
 def test_no_alert_below_min_samples(reference) -> None:

@@ -13,14 +13,17 @@ from scoring.ensemble import NONFINITE_INPUT, Scorer
 from scoring.training import train_bundle
 
 SETTINGS = ModelSettings.model_validate(
-    {"autoencoder": {"epochs": 5, "batch_size": 64, "encoding_dim": 4},
-     "training": {"min_samples": 100}})
+    {
+        "autoencoder": {"epochs": 5, "batch_size": 64, "encoding_dim": 4},
+        "training": {"min_samples": 100},
+    }
+)
 
 
 @pytest.fixture(scope="module")
 def scorer():
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(1500, 3)) @ rng.normal(size=(3, 8)) + 0.2 * rng.normal(size=(1500, 8)))
+    X = rng.normal(size=(1500, 3)) @ rng.normal(size=(3, 8)) + 0.2 * rng.normal(size=(1500, 8))
     bundle = train_bundle(X.astype(np.float32), [f"f{i}" for i in range(8)], "t1", SETTINGS)
     return Scorer(bundle), X
 

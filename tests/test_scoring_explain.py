@@ -9,10 +9,21 @@ from scoring.explain import explain, fidelity, occlusion_deltas
 from scoring.training import train_bundle
 
 SETTINGS = ModelSettings.model_validate(
-    {"autoencoder": {"epochs": 5, "batch_size": 64, "encoding_dim": 4},
-     "training": {"min_samples": 100}})
-NAMES = ["recent_request_rate", "session_switch_rate", "ip_diversity", "hour_sin", "hour_cos",
-         "bytes_out", "error_rate", "endpoint_entropy"]
+    {
+        "autoencoder": {"epochs": 5, "batch_size": 64, "encoding_dim": 4},
+        "training": {"min_samples": 100},
+    }
+)
+NAMES = [
+    "recent_request_rate",
+    "session_switch_rate",
+    "ip_diversity",
+    "hour_sin",
+    "hour_cos",
+    "bytes_out",
+    "error_rate",
+    "endpoint_entropy",
+]
 
 
 @pytest.fixture(scope="module")

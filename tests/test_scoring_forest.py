@@ -23,8 +23,13 @@ def fitted():
 
 def test_average_path_length_hand_values() -> None:
     # c(3) = 2 (ln 2 + gamma) - 2 * 2 / 3, c(256) = 2 (ln 255 + gamma) - 2 * 255 / 256
-    expected = [0.0, 0.0, 1.0, 2 * (math.log(2) + 0.5772156649015329) - 4 / 3,
-                2 * (math.log(255) + 0.5772156649015329) - 510 / 256]
+    expected = [
+        0.0,
+        0.0,
+        1.0,
+        2 * (math.log(2) + 0.5772156649015329) - 4 / 3,
+        2 * (math.log(255) + 0.5772156649015329) - 510 / 256,
+    ]
     got = average_path_length(np.array([0, 1, 2, 3, 256]))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
@@ -33,7 +38,8 @@ def test_equals_sklearn_on_10000_rows(fitted) -> None:
     X, model, forest = fitted
     rng = np.random.default_rng(2)
     Y = (rng.normal(size=(10_000, 10)) * rng.choice([0.5, 1, 4], size=(10_000, 1))).astype(
-        np.float32)
+        np.float32
+    )
     Y[:100, 3] = np.round(Y[:100, 3])
     Y[100:200] = X[:100]  # training rows hit thresholds exactly
     np.testing.assert_allclose(forest.score(Y), -model.score_samples(Y), rtol=0, atol=1e-9)
@@ -75,8 +81,10 @@ def test_max_depth_cuts_trees_like_a_height_limit(fitted, limit: int) -> None:
     assert forest.depth == limit
     rows = X[:25]
     c = float(average_path_length(model.max_samples_))
-    expected = [2 ** (-np.mean([_reference_path(e.tree_, r, limit) for e in model.estimators_]) / c)
-                for r in rows]
+    expected = [
+        2 ** (-np.mean([_reference_path(e.tree_, r, limit) for e in model.estimators_]) / c)
+        for r in rows
+    ]
     np.testing.assert_allclose(forest.score(rows), expected, rtol=0, atol=1e-12)
 
 

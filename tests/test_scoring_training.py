@@ -12,8 +12,11 @@ from scoring.bundle import ModelBundle
 from scoring.training import InsufficientDataError, train_bundle
 
 SETTINGS = ModelSettings.model_validate(
-    {"autoencoder": {"epochs": 4, "batch_size": 128, "encoding_dim": 4},
-     "training": {"min_samples": 500, "max_samples": 5000}})
+    {
+        "autoencoder": {"epochs": 4, "batch_size": 128, "encoding_dim": 4},
+        "training": {"min_samples": 500, "max_samples": 5000},
+    }
+)
 NAMES = [f"f{i}" for i in range(10)]
 
 
@@ -37,8 +40,12 @@ def test_metrics_report_sizes_durations_and_curves(bundle) -> None:
     assert m["zero_variance_features"] == ["f9"]
     assert set(m["durations_s"]) == {"forest", "autoencoder", "calibration", "total"}
     assert len(m["autoencoder"]["val_loss"]) == m["autoencoder"]["epochs_run"] <= 4
-    assert m["forest"] == {"n_trees": 100, "max_samples": 256, "sklearn_depth": 8,
-                           "compiled_depth": 8}
+    assert m["forest"] == {
+        "n_trees": 100,
+        "max_samples": 256,
+        "sklearn_depth": 8,
+        "compiled_depth": 8,
+    }
     q = [m["score_quantiles"][k] for k in ("0.5", "0.9", "0.95", "0.99", "0.999")]
     assert q == sorted(q)
 
@@ -58,8 +65,9 @@ def test_insufficient_data_message() -> None:
 
 
 def test_cap_samples_uniformly() -> None:
-    small = SETTINGS.model_copy(update={"training": SETTINGS.training.model_copy(
-        update={"max_samples": 600})})
+    small = SETTINGS.model_copy(
+        update={"training": SETTINGS.training.model_copy(update={"max_samples": 600})}
+    )
     b = train_bundle(_data(2000), NAMES, "fs-1", small)
     assert b.metrics["rows"]["train"] + b.metrics["rows"]["validation"] == 600
 
@@ -68,9 +76,23 @@ def test_cli_trains_in_a_separate_process(tmp_path) -> None:
     src, out, cfg = tmp_path / "in.npz", tmp_path / "out.bundle", tmp_path / "s.json"
     np.savez(src, X=_data(800), feature_names=np.array(NAMES), feature_set_version=np.array("fs-9"))
     cfg.write_text(json.dumps(SETTINGS.model_dump(mode="json")))
-    proc = subprocess.run([sys.executable, "-m", "scoring.training", str(src), str(out),  # noqa: S603
-                           "--settings", str(cfg), "--seed", "3"],
-                          capture_output=True, text=True, check=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scoring.training",
+            str(src),
+            str(out),  # noqa: S603
+            "--settings",
+            str(cfg),
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     metrics = json.loads(proc.stdout)
     loaded = ModelBundle.from_bytes(out.read_bytes(), expected_feature_set_version="fs-9")
     assert loaded.metrics == metrics and loaded.n_features == 10
@@ -79,7 +101,17 @@ def test_cli_trains_in_a_separate_process(tmp_path) -> None:
 def test_cli_reports_insufficient_data(tmp_path) -> None:
     src = tmp_path / "in.npz"
     np.savez(src, X=_data(20), feature_names=np.array(NAMES), feature_set_version=np.array("v"))
-    proc = subprocess.run([sys.executable, "-m", "scoring.training", str(src),  # noqa: S603
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scoring.training",
+            str(src),  # noqa: S603
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 3
     assert json.loads(proc.stdout)["error"] == "insufficient training data: 20 of 1000 samples"

@@ -319,4 +319,6 @@ async def test_session_expiry_runs_in_event_time(backend: tuple) -> None:
     assert gone.n_events == 0 and gone.session_first_seen is None
     await store.record(ctx(ts=MONDAY_NOON + 901), OK)
     again = await store.read(ctx(ts=MONDAY_NOON + 902))
-    assert again.ts.tolist() == [MONDAY_NOON + 901] and again.session_first_seen == MONDAY_NOON + 901
+    assert (
+        again.ts.tolist() == [MONDAY_NOON + 901] and again.session_first_seen == MONDAY_NOON + 901
+    )

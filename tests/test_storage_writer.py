@@ -214,9 +214,7 @@ async def test_allow_sampling(tmp_path: Path) -> None:
 async def test_spool_and_queue_full_refuse_loudly(tmp_path: Path) -> None:
     store = MemStore()
     store.down = True
-    s = wsettings(
-        tmp_path, queue_max=50, spool_max_bytes=8192, batch_size=10, close_timeout=0.3
-    )
+    s = wsettings(tmp_path, queue_max=50, spool_max_bytes=8192, batch_size=10, close_timeout=0.3)
     writer = PredictionWriter(store, s)  # type: ignore[arg-type]
     await writer.start()
     accepted = 0
