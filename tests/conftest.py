@@ -13,6 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings as hypothesis_settings
+
+# CI replays the same generated examples every run (a red CI must mean a regression, not a new
+# random draw); developers' runs keep exploring and keep failures in .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REDIS_URL = os.environ.get("BG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("BG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
