@@ -16,7 +16,7 @@ from proxy.api import setup_api
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
 from proxy.identity import IdentityResolver
-from proxy.lifecycle import lifecycle_ctx
+from proxy.lifecycle import LIFECYCLE, lifecycle_ctx
 from proxy.metrics import Metrics
 from proxy.models import ModelHolder
 from proxy.notify import Notifier
@@ -221,6 +221,12 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
             metrics=metrics,
         )
         app[PIPELINE] = pipeline
+        lifecycle = app[LIFECYCLE]
+        metrics.gauge_from(
+            "behaviorgate_drift_score",
+            "Latest overall drift score seen by this replica (0 before the first check).",
+            lambda: lifecycle.status()["driftMetrics"]["driftScore"] or 0.0,
+        )
         gateway.pipeline = pipeline
         gateway.ready = True
         yield

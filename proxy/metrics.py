@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 _LATENCY_BUCKETS = (
@@ -81,16 +81,11 @@ class Metrics:
         self.stepups = Counter(
             "behaviorgate_stepups_total", "Step-ups issued and completed.", ["state"], registry=r
         )
-        self.active_model = Gauge(
-            "behaviorgate_active_model_version", "Active model version (0 = learning).", registry=r
-        )
-        self.drift_score = Gauge(
-            "behaviorgate_drift_score", "Latest overall drift score.", registry=r
-        )
         self._callbacks = _Callbacks()
         r.register(self._callbacks)
 
     def gauge_from(self, name: str, doc: str, fn: Callable[[], float]) -> None:
+        """A gauge read at scrape time (active model version, drift score, writer queue…)."""
         self._callbacks.sources[name] = (doc, fn)
 
     def render(self) -> bytes:

@@ -322,3 +322,20 @@ async def test_a_failing_model_applies_the_fail_policy(upstream, gateway):
         strict.status == 503 and json.loads(strict.body)["error"]["code"] == "scoring_unavailable"
     )
     assert upstream.seen[-1].raw_path == "/api/items"
+
+
+async def test_metrics_exposition_names_each_metric_once(upstream, gateway):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from proxy.app import METRICS
+
+    gw = await gateway()
+    await raw_exchange(gw.port, req("/api/challenge/t", token("pia", "s-pia")))
+    families = list(text_string_to_metric_families(gw.app[METRICS].render().decode()))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names)), names
+    by_name = {f.name: f for f in families}
+    assert by_name["behaviorgate_active_model_version"].samples[0].value == gw.app[MODELS].version
+    samples = by_name["behaviorgate_stepups"].samples
+    issued = [s for s in samples if s.labels.get("state") == "issued"]
+    assert issued and issued[0].value == 1.0
