@@ -80,6 +80,9 @@ def upstream_request_headers(
     pairs = list(raw_headers)
     listed = _connection_tokens(pairs)
     out: CIMultiDict[str] = CIMultiDict()
+    # aiohttp's client merges repeated names only when they are spelled alike ("n" then "N"
+    # would leave one line), so every repeat is sent with its name's first spelling.
+    spelling: dict[str, str] = {}
     for name, value in pairs:
         lower = name.lower()
         if (
@@ -90,7 +93,7 @@ def upstream_request_headers(
             or lower in drop
         ):
             continue
-        out.add(name, value)
+        out.add(spelling.setdefault(lower, name), value)
     if preserve_host:
         for name, value in pairs:
             if name.lower() == "host":

@@ -47,6 +47,14 @@ async def test_request_target_goes_upstream_byte_for_byte(upstream, gateway):
     assert upstream.seen[-1].raw_path == target
 
 
+async def test_repeated_headers_spelled_differently_all_arrive(upstream, gateway):
+    """aiohttp's client would collapse "n" and "N" into one line; all three must arrive."""
+    gw = await gateway()
+    await raw_exchange(gw.port, req("/h", "n: 0", "N: 0", "n: 1"))
+    got = [(k.lower(), v) for k, v in upstream.seen[-1].raw_headers if k.lower() == b"n"]
+    assert got == [(b"n", b"0"), (b"n", b"0"), (b"n", b"1")]
+
+
 async def test_repeated_request_headers_keep_order_and_lines(upstream, gateway):
     gw = await gateway()
     await raw_exchange(
