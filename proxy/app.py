@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import hdrs, web
 from redis.asyncio import Redis
 
@@ -148,6 +149,12 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     # Built now so that bad key material or rules fail start-up, not the first request.
     policy = PathPolicy(settings.policy)
     resolver = IdentityResolver(settings.identity)
+    if not resolver.verifies_tokens:
+        structlog.get_logger("behaviorgate").warning(
+            "no_jwt_key",
+            detail="no JWT key configured (identity.jwt.*, BEHAVIORGATE_JWT_SECRET): bearer tokens"
+            " are ignored and traffic is identified by client IP + user agent",
+        )
     forwarder = Forwarder(settings.upstream, settings.limits, settings.server)
     notifier = Notifier(settings.enforcement.notify)
 

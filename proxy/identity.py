@@ -249,6 +249,11 @@ class KeyRing:
         by_kid = _load_jwks(settings.jwks_file) if settings.jwks_file is not None else {}
         return cls(_hs256_secret(settings, environ), static, by_kid)
 
+    @property
+    def empty(self) -> bool:
+        """No verification key at all: tokens cannot be checked, so they are not used."""
+        return self.hs256 is None and not self.static and not self.by_kid
+
     def select(self, alg: str, kid: str | None) -> bytes | PublicKey:
         """The key that may verify a token with header ``alg``/``kid``.
 
@@ -355,6 +360,11 @@ class IdentityResolver:
         self._admin_roles = frozenset(settings.jwt.admin_roles)
 
     @property
+    def verifies_tokens(self) -> bool:
+        """False when no key is configured: bearer tokens are then ignored, not trusted."""
+        return not self._keys.empty
+
+    @property
     def cache_size(self) -> int:
         """How many verified tokens are currently cached."""
         return len(self._cache)
@@ -369,7 +379,9 @@ class IdentityResolver:
         ``headers`` must be case-insensitive (aiohttp's ``CIMultiDictProxy``)."""
         failure: IdentityError | None = None
         try:
-            token = self._token(headers)
+            # With no key configured (a drop-in start) tokens cannot be verified: the request is
+            # identified like anonymous traffic instead of being refused.
+            token = None if self._keys.empty else self._token(headers)
             if token is not None:
                 return self._verified(token)
         except IdentityError as exc:

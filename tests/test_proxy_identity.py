@@ -463,3 +463,25 @@ def test_weak_or_wrong_keys_fail_at_construction() -> None:
         resolver(jwt={"public_key_pem": pem(ec.generate_private_key(ec.SECP384R1()))})
     with pytest.raises(ValueError):
         resolver(jwt={"public_key_pem": "-----BEGIN PUBLIC KEY-----\ngarbage\n"})
+
+
+def test_without_any_key_tokens_are_ignored_not_refused():
+    """A drop-in start with no key configured: the token cannot be verified, so the request is
+    identified like anonymous traffic (never trusted, never refused)."""
+    from config.identity import IdentitySettings as _IdentitySettings
+    from proxy.identity import IdentityResolver as _Resolver
+
+    resolver = _Resolver(_IdentitySettings(), environ={})
+    assert resolver.verifies_tokens is False
+    forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2ln"
+    ident = resolver.resolve(
+        {"Authorization": f"Bearer {forged}", "User-Agent": "ua"}, "10.0.0.5", "10.0.0.5"
+    )
+    assert ident.source == "anonymous" and ident.user_id is None and not ident.is_admin
+    required = _Resolver(_IdentitySettings(jwt={"required": True}), environ={})
+    try:
+        required.resolve({"Authorization": f"Bearer {forged}"}, "10.0.0.5", "10.0.0.5")
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "IdentityError"
+    else:
+        raise AssertionError("a required token cannot be satisfied without a key")
