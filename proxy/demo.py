@@ -639,6 +639,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"p99 {live_lat['p99']} ms",
         "",
         f"dashboard: {report['dashboard']}  (admin token: {report['admin_token']})",
+        "  (up while the demo runs; `behaviorgate demo --keep-running` keeps it up to explore)",
+        "targets and where they are missed, with the reasons: docs/demo.md",
     ]
     return "\n".join(lines)
 
