@@ -164,6 +164,18 @@ class Pipeline:
         try:
             ident = self.identity.resolve(request.headers, peer, client_ip)
         except IdentityError as exc:
+            if self.settings.logging.access_log:
+                log.info(
+                    "request",
+                    request_id=request_id,
+                    method=request.method,
+                    rule=match.rule_name,
+                    client_ip=client_ip,
+                    status=401,
+                    decision="UNAUTHENTICATED",
+                    reason=exc.reason,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
             return json_error(401, exc.reason, "the request's credentials were not accepted")
         rule = self.rules.get(match.rule_name) or self.rules["default"]
         now = time.time()

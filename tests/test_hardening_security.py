@@ -169,3 +169,36 @@ async def test_webhooks_are_signed_over_timestamp_and_body(aiohttp_server):
     assert not verify(hook_secret, header, body.replace(b"s-1", b"s-2"))
     assert not verify("another-secret-0123456789abcdef", header, body)
     assert not verify(hook_secret, header, body, now=ts + 3600)
+
+
+async def test_a_refused_token_is_logged_once_without_the_token(aiohttp_server, tmp_path):
+    """Every request gets one access event, including those refused at identity; the token
+    itself never appears in it."""
+    from structlog.testing import capture_logs
+
+    from proxy.app import create_app, server_options
+    from tests.proxyharness import RecordingUpstream, gateway_settings, raw_exchange
+
+    rec = RecordingUpstream()
+    up = await aiohttp_server(rec.app())
+    settings = gateway_settings(
+        up.port,
+        str(tmp_path),
+        identity={"jwt": {"hs256_secret": "k" * 40}},
+        logging={"access_log": True},
+    )
+    opts = server_options(settings)
+    opts.pop("handler_cancellation")
+    gw = await aiohttp_server(create_app(settings), **opts)
+    secret_token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXRoYXQtaXMtd3Jvbmc"
+    raw = (
+        b"GET /api/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+        + secret_token.encode()
+        + b"\r\n\r\n"
+    )
+    with capture_logs() as events:
+        resp = await raw_exchange(gw.port, raw)
+    assert resp.status == 401 and rec.seen == []
+    refused = [e for e in events if e.get("decision") == "UNAUTHENTICATED"]
+    assert len(refused) == 1 and refused[0]["status"] == 401
+    assert secret_token not in repr(events)
