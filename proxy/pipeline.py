@@ -149,33 +149,14 @@ class Pipeline:
                 and 200 <= response.status < 300
             ):
                 await self._grant_unscored(request, peer, client_ip)
-            if self.settings.logging.access_log:
-                log.info(
-                    "request",
-                    request_id=request_id,
-                    method=request.method,
-                    rule=match.rule_name,
-                    client_ip=client_ip,
-                    status=response.status,
-                    decision="UNSCORED",
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
+            self._log_unscored(request, request_id, match, client_ip, response.status, started)
             return response
         try:
             ident = self.identity.resolve(request.headers, peer, client_ip)
         except IdentityError as exc:
-            if self.settings.logging.access_log:
-                log.info(
-                    "request",
-                    request_id=request_id,
-                    method=request.method,
-                    rule=match.rule_name,
-                    client_ip=client_ip,
-                    status=401,
-                    decision="UNAUTHENTICATED",
-                    reason=exc.reason,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
+            self._log_unscored(
+                request, request_id, match, client_ip, 401, started, reason=exc.reason
+            )
             return json_error(401, exc.reason, "the request's credentials were not accepted")
         rule = self.rules.get(match.rule_name) or self.rules["default"]
         now = time.time()
@@ -219,6 +200,31 @@ class Pipeline:
             started,
         )
         return response
+
+    def _log_unscored(
+        self,
+        request: web.Request,
+        request_id: str,
+        match: PathMatch,
+        client_ip: str,
+        status: int,
+        started: float,
+        reason: str | None = None,
+    ) -> None:
+        """Access event of a request answered unscored (exempt, or refused at identity)."""
+        if not self.settings.logging.access_log:
+            return
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            rule=match.rule_name,
+            client_ip=client_ip,
+            status=status,
+            decision="UNAUTHENTICATED" if reason else "UNSCORED",
+            reason=reason,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     async def _forward(
         self,
