@@ -2,7 +2,8 @@
 scheduled time, so a slow server cannot hide its queueing (no coordinated omission).
 
 Runs as its own process (the load generator must not share the gateway's event loop).
-Usage: python -m bench.openloop URL --rate 500 --seconds 10 [--tokens FILE] [--connections 64]
+Usage: python -m bench.openloop URL --rate 500 --seconds 10 [--tokens FILE] [--paths FILE]
+       [--connections 64]
 Prints one JSON object: sent, ok, errors, achieved_rps, p50_ms, p99_ms, p999_ms.
 """
 
@@ -20,7 +21,12 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"
 
 
 async def run(
-    url: str, rate: float, seconds: float, tokens: list[str], connections: int
+    url: str,
+    rate: float,
+    seconds: float,
+    tokens: list[str],
+    connections: int,
+    paths: list[str] | None = None,
 ) -> dict[str, float]:
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
@@ -38,8 +44,9 @@ async def run(
                 headers = {"User-Agent": UA}
                 if tokens:
                     headers["Authorization"] = "Bearer " + tokens[i % len(tokens)]
+                target = url + paths[i % len(paths)] if paths else url
                 try:
-                    async with session.get(url, headers=headers) as resp:
+                    async with session.get(target, headers=headers) as resp:
                         await resp.read()
                         if resp.status >= 500:
                             errors += 1
@@ -79,17 +86,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--tokens", help="file with one bearer token per line")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--paths", help="file with one path per line, appended to URL in turn")
     args = ap.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         raise SystemExit("openloop only targets this machine (127.0.0.0/8, localhost, ::1)")
     tokens = open(args.tokens).read().split() if args.tokens else []
+    paths = open(args.paths).read().split() if args.paths else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, tokens, args.connections))))
+    print(
+        json.dumps(
+            asyncio.run(run(args.url, args.rate, args.seconds, tokens, args.connections, paths))
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,13 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 def process(
     args: list[str], port: int, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` until the block ends; its output goes to ``$BG_BENCH_LOGS/<pid>.log`` when
+    that variable names a folder (to see why a run went wrong), else nowhere."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(
-        args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )  # noqa: S603
+    logs = os.environ.get("BG_BENCH_LOGS")
+    sink = open(os.path.join(logs, f"{port}-{time.time_ns()}.log"), "wb") if logs else None  # noqa: SIM115
+    out = sink if sink is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=out)  # noqa: S603
     try:
         wait_port(port)
         yield proc
@@ -50,6 +53,8 @@ def process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if sink is not None:
+            sink.close()
 
 
 def py(*args: str) -> list[str]:

@@ -29,6 +29,11 @@ class ServerSettings(Section):
     body_read_timeout: float = Field(
         60.0, gt=0, description="Longest pause allowed between two chunks of a request body."
     )
+    gc_freeze: bool = Field(
+        True,
+        description="After start-up, move the heap built so far out of the garbage collector's"
+        " scans (gc.freeze): full collections then cost what the live traffic allocates.",
+    )
 
     @field_validator("internal_prefix")
     @classmethod

@@ -16,6 +16,7 @@ from config.settings import Settings
 from proxy.api import setup_api
 from proxy.errors import json_error, json_response
 from proxy.forward import Forwarder, declared_length
+from proxy.gctune import freeze_startup_heap
 from proxy.identity import IdentityResolver
 from proxy.lifecycle import LIFECYCLE, lifecycle_ctx
 from proxy.metrics import Metrics
@@ -235,6 +236,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
             lambda: lifecycle.status()["driftMetrics"]["driftScore"] or 0.0,
         )
         gateway.pipeline = pipeline
+        if settings.server.gc_freeze:
+            freeze_startup_heap()
         gateway.ready = True
         yield
         gateway.ready = False

@@ -6,6 +6,7 @@ go green without having exercised the real stores.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,14 @@ if os.environ.get("CI"):
 
 REDIS_URL = os.environ.get("BG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("BG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _thawed_heap() -> Iterator[None]:
+    """A gateway started by a test freezes the heap (server.gc_freeze); thaw it afterwards so
+    one test's leftovers never escape the collector for the rest of the run."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
