@@ -77,6 +77,13 @@ class BreakerSettings(Section):
     reset_seconds: float = Field(
         2.0, gt=0, le=600, description="Open time before one trial request."
     )
+    min_failure_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="The consecutive failures must also span this long: one latency blip that"
+        " times out many concurrent reads at once is not an outage.",
+    )
 
 
 class EnforcementSettings(Section):

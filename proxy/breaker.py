@@ -11,21 +11,41 @@ class CircuitOpen(Exception):
 
 
 class Breaker:
-    """closed → (N consecutive failures) → open → (reset time) → half-open: one trial call.
+    """closed → (N consecutive failures over at least ``min_failure_seconds``) → open →
+    (reset time) → half-open: one trial call.
 
     A success in any state closes it. Only one trial runs at a time while half-open, so a flood
-    of requests does not all wait on a dependency that is still down.
+    of requests does not all wait on a dependency that is still down. The minimum span matters
+    under load: one latency blip times out every concurrent call at once, which looks like N
+    consecutive failures but is not an outage — opening then would skip scoring for a whole
+    reset period.
     """
 
-    __slots__ = ("failures", "reset_seconds", "_clock", "_consecutive", "_opened_at", "_trial")
+    __slots__ = (
+        "failures",
+        "reset_seconds",
+        "min_failure_seconds",
+        "_clock",
+        "_consecutive",
+        "_first_failure_at",
+        "_opened_at",
+        "_trial",
+    )
 
     def __init__(
-        self, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        min_failure_seconds: float = 0.0,
     ) -> None:
         self.failures = failures
         self.reset_seconds = reset_seconds
+        self.min_failure_seconds = min_failure_seconds
         self._clock = clock
         self._consecutive = 0
+        self._first_failure_at = 0.0
         self._opened_at: float | None = None
         self._trial = False
 
@@ -53,7 +73,13 @@ class Breaker:
         self._trial = False
 
     def failure(self) -> None:
+        now = self._clock()
+        if self._consecutive == 0:
+            self._first_failure_at = now
         self._consecutive += 1
         self._trial = False
-        if self._opened_at is not None or self._consecutive >= self.failures:
-            self._opened_at = self._clock()
+        if self._opened_at is not None or (
+            self._consecutive >= self.failures
+            and now - self._first_failure_at >= self.min_failure_seconds
+        ):
+            self._opened_at = now

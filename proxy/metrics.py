@@ -78,6 +78,15 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.unscored = Counter(
+            "behaviorgate_unscored_total",
+            "Requests the rule's fail policy answered because scoring did not happen, by reason:"
+            " redis_timeout (the scoring budget ran out), redis_error, breaker_open (Redis"
+            " skipped after repeated failures), model_error. A rise under load means the gateway"
+            " is shedding scoring.",
+            ["reason"],
+            registry=r,
+        )
         self.stepups = Counter(
             "behaviorgate_stepups_total", "Step-ups issued and completed.", ["state"], registry=r
         )

@@ -91,7 +91,11 @@ class Pipeline:
             settings.policy, settings.model.thresholds, settings.enforcement, settings.mode
         )
         enf = settings.enforcement
-        self.breaker = Breaker(enf.breaker.failures, enf.breaker.reset_seconds)
+        self.breaker = Breaker(
+            enf.breaker.failures,
+            enf.breaker.reset_seconds,
+            min_failure_seconds=enf.breaker.min_failure_seconds,
+        )
         self._budget = settings.scoring.budget_ms / 1000
         self._tz = settings.history.timezone
         self._verify_path = enf.stepup.verify_path
@@ -255,9 +259,13 @@ class Pipeline:
                 snapshot = await self.history.read(ctx)
             self.breaker.success()
         except _DEPENDENCY_ERRORS as exc:
-            if not isinstance(exc, CircuitOpen):
+            if isinstance(exc, CircuitOpen):
+                self.metrics.unscored.labels("breaker_open").inc()
+            else:
                 self.breaker.failure()
-            self.metrics.dependency_errors.labels("redis").inc()
+                self.metrics.dependency_errors.labels("redis").inc()
+                reason = "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
+                self.metrics.unscored.labels(reason).inc()
             return Verdict(
                 Decision.ERROR,
                 Decision.ERROR,
@@ -276,6 +284,7 @@ class Pipeline:
             decision = decide(result.composite, rule.thresholds, strict=rule.strict)
         except Exception as exc:  # noqa: BLE001 - a model bug becomes the fail policy, never a 500
             self.metrics.dependency_errors.labels("model").inc()
+            self.metrics.unscored.labels("model_error").inc()
             log.error("scoring_failed", error=str(exc)[:200])
             return Verdict(Decision.ERROR, Decision.ERROR, None, None, note="model error")
         verdict = Verdict(decision, decision, result, vector)

@@ -30,6 +30,7 @@ import orjson
 from config.storage import DatabaseSettings
 from storage.migrate import first_row
 from storage.records import ModelVersion, aware, clean_text, dumps_json, from_us, to_us
+from storage.sqlite_tx import immediate
 from storage.store import NoPreviousVersion, StoreUnavailable, UnknownVersion
 
 __all__ = ("NOTIFY_CHANNEL", "PgRegistry", "SqliteRegistry")
@@ -314,14 +315,8 @@ class SqliteRegistry:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """An exclusive write transaction (serialises against other processes too)."""
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+        async with self._lock, immediate(self._conn) as conn:
+            yield conn
 
     async def _activate_locked(self, conn: aiosqlite.Connection, version: int, by: str) -> None:
         cur = await conn.execute("SELECT 1 FROM model_versions WHERE version = ?", (version,))

@@ -47,6 +47,7 @@ from storage.records import (
     to_us,
 )
 from storage.registry import SqliteRegistry
+from storage.sqlite_tx import immediate
 from storage.store import INCIDENT_STATUSES, RetentionResult, StoreUnavailable
 
 __all__ = ("SqliteStore",)
@@ -115,14 +116,8 @@ class SqliteStore:
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock, _guard():
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+        async with self._lock, _guard(), immediate(self._conn) as conn:
+            yield conn
 
     # -- predictions --------------------------------------------------------------------------
 

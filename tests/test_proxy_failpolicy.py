@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.procs import free_port, wait_port
-from proxy.app import PIPELINE, create_app, server_options
+from proxy.app import METRICS, PIPELINE, create_app, server_options
 from storage.store import open_store
 from tests.proxyharness import RecordingUpstream, gateway_settings, raw_exchange
 from tests.test_proxy_enforcement import SECRET, ZERO, req, token
@@ -81,7 +81,7 @@ async def _gateway(aiohttp_server, upstream, tmp_path, bundle: bytes, **extra):
                 {"name": "block", "match": "/api/block/**", "thresholds": ZERO},
             ]
         },
-        enforcement={"breaker": {"failures": 2, "reset_seconds": 0.5}},
+        enforcement={"breaker": {"failures": 2, "reset_seconds": 0.5, "min_failure_seconds": 0}},
         scoring={"budget_ms": 500},
         **extra,
     )
@@ -126,6 +126,12 @@ async def test_fail_open_and_closed_then_recovery(
         assert (await raw_exchange(gw.port, req("/api/admin/users", tok))).status == 503
     assert time.monotonic() - started < 5
     assert upstream.seen[-1].raw_path == "/api/items"  # nothing strict went through
+    # Each of those 7 unscored requests is counted under exactly one reason: the first 2 met the
+    # dead Redis (which opened the breaker), the rest were skipped by it while it stayed open.
+    unscored = gw.app[METRICS].unscored
+    counts = {r: unscored.labels(r)._value.get() for r in ("redis_error", "breaker_open")}
+    assert counts["redis_error"] >= 2 and counts["breaker_open"] >= 1
+    assert counts["redis_error"] + counts["breaker_open"] == 7
 
     private_redis.start()  # same port
     deadline = time.monotonic() + 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from config.storage import DatabaseSettings
 from storage.records import Incident, PredictionRecord
-from storage.store import Store, open_store
+from storage.store import Store, StoreUnavailable, open_store
 
 T0 = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)  # old enough to sit in Postgres' default partition
 NEAR = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)  # in a daily partition
@@ -298,5 +299,33 @@ async def test_pg_partition_takes_rows_from_default(pg_dsn: str) -> None:
         assert await conn.fetchval(where, r.id) == f"predictions_p{future:%Y%m%d}"
         await conn.close()
         assert (await s.get_prediction(r.id)) is not None
+    finally:
+        await s.close()
+
+
+async def test_sqlite_failed_commit_does_not_wedge_the_shared_connection(tmp_path: Path) -> None:
+    """A COMMIT that fails leaves SQLite inside the transaction; the store must roll it back, or
+    every later write on its one connection fails ("cannot start a transaction within a
+    transaction") until a restart."""
+    s = await open_store(DatabaseSettings(url=f"sqlite:///{tmp_path}/bg.db"))
+    try:
+        conn = s._conn  # type: ignore[attr-defined]
+        real_execute = conn.execute
+        fail_next = {"COMMIT"}
+
+        async def execute(sql: str, *args: object):
+            if sql in fail_next:
+                fail_next.discard(sql)
+                raise sqlite3.OperationalError("disk I/O error")
+            return await real_execute(sql, *args)
+
+        conn.execute = execute
+        lost, kept = rec(NEAR), rec(NEAR + timedelta(seconds=1))
+        with pytest.raises(StoreUnavailable):
+            await s.insert_predictions([lost])
+        assert not conn.in_transaction
+        assert await s.insert_predictions([kept]) == 1
+        got = await s.list_predictions(NEAR - timedelta(hours=1), NEAR + timedelta(hours=1))
+        assert [r.id for r in got] == [kept.id]  # the failed batch was rolled back, not half-kept
     finally:
         await s.close()
