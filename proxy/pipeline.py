@@ -242,13 +242,16 @@ class Pipeline:
             return await self.forwarder.forward_websocket(
                 request, forwarded=forwarded, extra_headers=extra, drop=drop
             )
-        return await self.forwarder.forward(
+        started = time.perf_counter()
+        response = await self.forwarder.forward(
             request,
             forwarded=forwarded,
             extra_headers=extra,
             response_headers=response_headers,
             drop=drop,
         )
+        self.metrics.upstream_seconds.observe(time.perf_counter() - started)
+        return response
 
     async def _score(
         self, ctx: RequestContext, rule: RulePolicy, match: PathMatch

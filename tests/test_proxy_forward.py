@@ -11,7 +11,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.app import create_app, server_options
+from proxy.app import METRICS, create_app, server_options
 from tests.proxyharness import RecordingUpstream, gateway_settings, raw_exchange, read_response
 
 
@@ -546,3 +546,21 @@ async def test_header_lines_round_trip_in_order(upstream, gateway, headers):
     names = {n for n, _ in sent}
     got = [(k.lower(), v) for k, v in upstream.seen[-1].raw_headers if k.lower() in names]
     assert got == sent
+
+
+async def test_upstream_time_is_observed_per_forwarded_request(upstream, gateway):
+    """behaviorgate_upstream_seconds counts each forwarded request once, and at least the time the
+    upstream took (it sleeps 50 ms here)."""
+
+    async def slow(_request: web.Request, _seen) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return web.json_response({"ok": True})
+
+    upstream.behaviour = slow
+    gw = await gateway()
+    hist = gw.app[METRICS].upstream_seconds
+    for _ in range(2):
+        assert (await raw_exchange(gw.port, req("/slow"))).status == 200
+    samples = {s.name: s.value for s in hist.collect()[0].samples if not s.labels.get("le")}
+    assert samples["behaviorgate_upstream_seconds_count"] == 2
+    assert samples["behaviorgate_upstream_seconds_sum"] >= 0.1
