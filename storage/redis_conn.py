@@ -23,6 +23,7 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import DataError, ResponseError
 
 
 @dataclass(slots=True)
@@ -97,6 +98,26 @@ def round_trips(client: aioredis.Redis) -> RoundTripCounter:
 _Pending = tuple[Sequence[Any], "asyncio.Future[Any]"]
 
 
+def pack_command(args: Sequence[Any]) -> bytes:
+    """One command in RESP: ``*<n>`` then ``$<len>`` + bytes per argument (str as UTF-8).
+
+    Only str, bytes and int arguments are accepted (what the history store sends); anything else
+    raises TypeError rather than being sent in some guessed form.
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        else:
+            raise TypeError(f"unsupported argument type {type(arg).__name__}")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 class PipelineBatcher:
     """Sends the commands queued during one event-loop tick as one non-transactional pipeline.
 
@@ -139,25 +160,49 @@ class PipelineBatcher:
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def _send(self, batch: list[_Pending]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for args, _ in batch:
-            pipe.execute_command(*args)
+        # Packed here, not by redis-py's Pipeline: its per-argument packing and retry wrappers
+        # cost ~75 µs of the gateway's ~1.2 ms per request (py-spy). A command that cannot be
+        # encoded fails alone; the others still go.
+        packed: list[bytes] = []
+        live: list[asyncio.Future[Any]] = []
+        for args, fut in batch:
+            try:
+                packed.append(pack_command(args))
+            except (TypeError, UnicodeEncodeError) as exc:
+                if not fut.done():
+                    fut.set_exception(DataError(f"cannot encode a command argument: {exc}"))
+                continue
+            live.append(fut)
+        if not live:
+            return
+        pool = self._redis.connection_pool
+        conn = None
         try:
-            replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # connection lost, cancelled: every caller must hear of it
-            for _, fut in batch:
+            conn = await pool.get_connection()
+            await conn.send_packed_command(b"".join(packed))
+            # Every reply is read, a cancelled caller's too: that keeps the stream in step.
+            for fut in live:
+                try:
+                    reply: Any = await conn.read_response()
+                except ResponseError as exc:
+                    reply = exc
+                if fut.done():
+                    continue
+                if isinstance(reply, Exception):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+        except BaseException as exc:  # no connection, lost, cancelled: every caller must hear of it
+            if conn is not None:
+                await conn.disconnect(nowait=True)
+            for fut in live:
                 if not fut.done():
                     fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError())
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (_, fut), reply in zip(batch, replies, strict=True):
-            if fut.done():
-                continue
-            if isinstance(reply, Exception):
-                fut.set_exception(reply)
-            else:
-                fut.set_result(reply)
+        finally:
+            if conn is not None:
+                await pool.release(conn)
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been answered."""
