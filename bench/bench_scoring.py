@@ -82,7 +82,12 @@ def reference_path(bundle, X: np.ndarray):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--million", action="store_true", help="also time training on 1M rows")
+    parser.add_argument(
+        "--million",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also time training on 1M rows",
+    )
     args = parser.parse_args()
     settings = ModelSettings.model_validate({"training": {"max_samples": 1_000_000}})
     bundle, seconds = train(args.rows, settings)

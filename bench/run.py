@@ -21,15 +21,23 @@ SECTIONS = (
         "the whole hot path under load (real Redis + Postgres + model), open loop, RSS, 2 workers",
         ["-m", "bench.bench_gateway", "--workers2"],
     ),
+    (
+        "memory: Redis bytes per user and session, gateway RSS at 10k and 100k sessions",
+        ["-m", "bench.bench_memory"],
+    ),
     ("features and history access", ["bench/bench_features.py"]),
-    ("scoring, explanation, training", ["bench/bench_scoring.py"]),
+    (
+        "scoring, explanation, training (100k and 1M vectors)",
+        ["bench/bench_scoring.py", "--million"],
+    ),
     ("prediction writer into Postgres", ["bench/bench_writer.py"]),
     ("gateway p99 while a model trains", ["-m", "bench.bench_lifecycle"]),
 )
 QUICK = {
     "bench.bench_proxy": ["--seconds", "5"],
     "bench.bench_gateway": ["--seconds", "5"],
-    "bench/bench_scoring.py": ["--rows", "20000"],
+    "bench.bench_memory": ["--users", "200", "--sessions", "2000,10000"],
+    "bench/bench_scoring.py": ["--rows", "20000", "--no-million"],
     "bench/bench_writer.py": ["--rows", "50000"],
     "bench.bench_lifecycle": ["--seconds", "8"],
 }
