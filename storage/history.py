@@ -471,9 +471,10 @@ def _opt_float(raw: bytes) -> float | None:
 
 def _codes(values: list[bytes]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes in first-appearance order and the decoded vocabulary."""
-    vocab: dict[bytes, int] = {}
-    codes = [vocab.setdefault(v, len(vocab)) for v in values]
-    return (np.array(codes, dtype=np.int64), tuple(v.decode("utf-8", "replace") for v in vocab))
+    # dict.fromkeys keeps first appearances in order; map() looks codes up without a Python loop.
+    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+    return codes, tuple(v.decode("utf-8", "replace") for v in index)
 
 
 def _decode_events(n: int, blob: bytes) -> dict[str, Any]:
