@@ -292,7 +292,8 @@ def main() -> None:
             f"{name:36} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d} {r.rps / base:15.2f}"
         )
     for name, mix in extra["mixes"]:
-        print(f"  decisions, {name}: {mix}")
+        if mix:  # nothing to show when scoring is off
+            print(f"  decisions, {name}: {mix}")
     rate = extra["open_loop_rate"]
     print(
         f"\nopen loop at {rate} req/s (50% of the full gateway's max), latency from the scheduled"
