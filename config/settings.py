@@ -33,7 +33,12 @@ class RedisSettings(Section):
         ),
     )
     timeout: float = Field(
-        0.25, gt=0, description="Seconds a Redis round trip may take on the hot path."
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds Redis may take to answer a command or pipeline before its connection"
+        " is dropped and its callers fail (a stalled server must not hold connections); the hot"
+        " path gives up sooner, at scoring.budget_ms.",
     )
 
 

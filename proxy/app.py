@@ -165,7 +165,11 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
         await forwarder.close()
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = redis if redis is not None else create_redis(settings.redis.url)
+        client = (
+            redis
+            if redis is not None
+            else create_redis(settings.redis.url, socket_timeout=settings.redis.timeout)
+        )
         history = HistoryStore(client, settings.history)
         await history.load_scripts()
         app[HISTORY] = history

@@ -23,7 +23,9 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 @dataclass(slots=True)
@@ -58,7 +60,11 @@ def _connection_base(url: str) -> type:
 
 
 def create_redis(
-    url: str | None, *, max_connections: int = 64, pool_timeout: float = 5.0
+    url: str | None,
+    *,
+    max_connections: int = 64,
+    pool_timeout: float = 5.0,
+    socket_timeout: float | None = 5.0,
 ) -> aioredis.Redis:
     """A real client for ``url`` (hiredis parser when installed) or an embedded one for ``None``.
 
@@ -81,6 +87,9 @@ def create_redis(
             connection_class=_counting(_connection_base(url), counter),
             max_connections=max_connections,
             timeout=pool_timeout,
+            # A server that stops answering but keeps the socket open must not hold a
+            # connection (and a batcher slot) forever.
+            socket_timeout=socket_timeout,
         )
         client = aioredis.Redis(connection_pool=pool)
     client.bg_round_trips = counter  # type: ignore[attr-defined]
@@ -102,8 +111,10 @@ def pack_command(args: Sequence[Any]) -> bytes:
     """One command in RESP: ``*<n>`` then ``$<len>`` + bytes per argument (str as UTF-8).
 
     Only str, bytes and int arguments are accepted (what the history store sends); anything else
-    raises TypeError rather than being sent in some guessed form.
+    raises TypeError rather than being sent in some guessed form, and an empty command ValueError.
     """
+    if not args:  # "*0" gets no reply at all: every later reply would go to the wrong caller
+        raise ValueError("an empty command")
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
@@ -123,13 +134,23 @@ class PipelineBatcher:
 
     At most ``max_inflight`` pipelines are on the wire at once; commands arriving meanwhile wait
     for the next one, so under load batches grow instead of round trips multiplying. A command's
-    error is delivered to its own caller only.
+    error is delivered to its own caller only. Every command must get exactly one reply (no
+    SUBSCRIBE, MONITOR or CLIENT REPLY); a pipeline not answered within ``reply_timeout`` drops
+    its connection and fails its callers, so a stalled server cannot take the slots for good.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, max_batch: int = 256, max_inflight: int = 2):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        max_batch: int = 256,
+        max_inflight: int = 2,
+        reply_timeout: float = 5.0,
+    ):
         self._redis = redis
         self._max_batch = max_batch
         self._max_inflight = max_inflight
+        self._reply_timeout = reply_timeout
         self._pending: list[_Pending] = []
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -166,9 +187,11 @@ class PipelineBatcher:
         packed: list[bytes] = []
         live: list[asyncio.Future[Any]] = []
         for args, fut in batch:
+            if fut.done():  # its caller gave up (timeout) before it was sent: shed it
+                continue
             try:
                 packed.append(pack_command(args))
-            except (TypeError, UnicodeEncodeError) as exc:
+            except (TypeError, ValueError, UnicodeEncodeError) as exc:
                 if not fut.done():
                     fut.set_exception(DataError(f"cannot encode a command argument: {exc}"))
                 continue
@@ -178,26 +201,33 @@ class PipelineBatcher:
         pool = self._redis.connection_pool
         conn = None
         try:
-            conn = await pool.get_connection()
-            await conn.send_packed_command(b"".join(packed))
-            # Every reply is read, a cancelled caller's too: that keeps the stream in step.
-            for fut in live:
-                try:
-                    reply: Any = await conn.read_response()
-                except ResponseError as exc:
-                    reply = exc
-                if fut.done():
-                    continue
-                if isinstance(reply, Exception):
-                    fut.set_exception(reply)
-                else:
-                    fut.set_result(reply)
+            async with asyncio.timeout(self._reply_timeout):
+                conn = await pool.get_connection()
+                await conn.send_packed_command(b"".join(packed))
+                # Every reply is read, a cancelled caller's too: that keeps the stream in step.
+                for fut in live:
+                    try:
+                        reply: Any = await conn.read_response()
+                    except ResponseError as exc:
+                        reply = exc
+                    if fut.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        fut.set_exception(reply)
+                    else:
+                        fut.set_result(reply)
         except BaseException as exc:  # no connection, lost, cancelled: every caller must hear of it
             if conn is not None:
                 await conn.disconnect(nowait=True)
+            if isinstance(exc, TimeoutError):
+                exc = RedisTimeoutError(f"no reply within {self._reply_timeout} s")
             for fut in live:
                 if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError())
+                    fut.set_exception(
+                        exc
+                        if isinstance(exc, Exception)
+                        else RedisConnectionError("pipeline cancelled before its replies")
+                    )
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -208,6 +238,8 @@ class PipelineBatcher:
         """Wait until everything queued so far has been answered."""
         while self._pending or self._inflight or self._scheduled:
             if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
+                # wait(), not gather(): a caller giving up on drain() must not cancel the
+                # pipelines other callers are waiting on.
+                await asyncio.wait(self._inflight)
             else:
                 await asyncio.sleep(0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, ResponseError
+from redis.exceptions import DataError, RedisError, ResponseError
 
 from storage.redis_conn import PipelineBatcher, create_redis, pack_command
 
@@ -100,5 +101,86 @@ async def test_unreachable_redis_fails_every_caller_at_once() -> None:
             5,
         )
         assert all(isinstance(r, RedisConnectionError) for r in results), results
+    finally:
+        await client.aclose()
+
+
+async def test_an_empty_command_fails_alone_instead_of_shifting_replies(redis_prefix: str) -> None:
+    """'*0' gets no reply from Redis: sent, it would hand every later reply to the wrong caller."""
+    client = create_redis("redis://127.0.0.1:6379/0")
+    batcher = PipelineBatcher(client)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                batcher.execute("ECHO", "one"),
+                batcher.execute(),
+                batcher.execute("ECHO", "three"),
+                return_exceptions=True,
+            ),
+            5,
+        )
+        assert results[0] == b"one" and results[2] == b"three"
+        assert isinstance(results[1], DataError)
+    finally:
+        await client.aclose()
+
+
+async def test_commands_of_callers_who_gave_up_before_sending_are_not_sent(
+    redis_prefix: str,
+) -> None:
+    client = create_redis("redis://127.0.0.1:6379/0")
+    batcher = PipelineBatcher(client, max_inflight=1)
+    key = f"{redis_prefix}counter"
+    try:
+        busy = asyncio.ensure_future(batcher.execute("BLPOP", f"{redis_prefix}none", "0.3"))
+        await asyncio.sleep(0.05)  # the only slot is now taken for 0.3 s
+
+        async def impatient() -> None:
+            async with asyncio.timeout(0.05):
+                await batcher.execute("INCR", key)
+
+        outcomes = await asyncio.gather(*(impatient() for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(o, TimeoutError) for o in outcomes)
+        assert await busy is None
+        await batcher.drain()
+        assert await client.get(key) is None  # none of the 20 abandoned INCRs ran
+    finally:
+        await client.aclose()
+
+
+async def test_a_silent_server_cannot_jam_the_batcher() -> None:
+    """A server that accepts and never answers: each pipeline fails after reply_timeout, frees
+    its slot and connection, and the next one is tried (before: the slots were held forever)."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = create_redis(f"redis://127.0.0.1:{port}/0", socket_timeout=None)
+    batcher = PipelineBatcher(client, max_inflight=1, reply_timeout=0.3)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(RedisError):
+                await asyncio.wait_for(batcher.execute("ECHO", "x"), 5)
+            assert time.monotonic() - started < 2
+        assert not batcher._inflight  # noqa: SLF001 - the slot came back
+    finally:
+        await client.aclose()
+        server.close()
+
+
+async def test_giving_up_on_drain_does_not_fail_other_callers(redis_prefix: str) -> None:
+    client = create_redis("redis://127.0.0.1:6379/0")
+    batcher = PipelineBatcher(client)
+    try:
+        other = asyncio.ensure_future(batcher.execute("BLPOP", f"{redis_prefix}none", "0.2"))
+        await asyncio.sleep(0.02)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.drain(), 0.05)
+        assert await other is None  # BLPOP's own timeout answer, not a cancellation error
     finally:
         await client.aclose()
