@@ -1,9 +1,11 @@
 """Bounded soak: a steady request rate through a real gateway process for N minutes.
 
 The gateway runs with real Redis and Postgres (a scratch database and key prefix, removed
-afterwards), an active model, and global shadow mode so that every request is scored and
-recorded without the model's opinion changing what the client gets. Prints the gateway's RSS
-over time, the error count and whether Postgres holds exactly one prediction per request.
+afterwards), an active model trained on traffic of the soak's shape, and global shadow mode so
+that every request is scored and recorded without the model's opinion changing what the client
+gets. Prints the gateway's RSS over time, the error count, the decision mix from the gateway's own
+metrics (so unscored requests show) and whether Postgres holds exactly one prediction per
+request.
 
     .venv/bin/python -m bench.soak --minutes 10 --rate 150
 """
@@ -23,11 +25,23 @@ import aiohttp
 import asyncpg
 import jwt
 
-from bench.bench_gateway import PG_ADMIN, REDIS_URL, SECRET, _clean_redis, admin, seed_model
+from bench.bench_gateway import (
+    ADMIN_TOKEN,
+    ORDINARY,
+    PG_ADMIN,
+    REDIS_URL,
+    SECRET,
+    _clean_redis,
+    admin,
+    client_paths,
+    decisions,
+    mix_text,
+    seed_model,
+)
 from bench.procs import free_port, process, py
-from bench.trafficmodel import tiny_bundle_bytes
+from bench.trafficmodel import BENCH_UA, bench_bundle_bytes
 
-ROUTES = ("/health", "/api/expenses", "/api/expenses/8812", "/api/reports?month=3")
+ROUTES = tuple(client_paths())
 
 
 def rss_kib(pid: int) -> int:
@@ -42,7 +56,7 @@ def tokens(n: int) -> list[str]:
     now = int(time.time())
     return [
         jwt.encode(
-            {"sub": f"user{i % 100}", "sid": f"soak-{i}", "iat": now, "exp": now + 86_400},
+            {"sub": f"user{i}", "sid": f"soak-{i}", "iat": now, "exp": now + 86_400},
             SECRET,
             "HS256",
         )
@@ -61,7 +75,8 @@ class Tally:
 async def one(session: aiohttp.ClientSession, url: str, tok: str, tally: Tally) -> None:
     started = time.perf_counter()
     try:
-        async with session.get(url, headers={"Authorization": f"Bearer {tok}"}) as resp:
+        headers = {"Authorization": f"Bearer {tok}", "User-Agent": BENCH_UA}
+        async with session.get(url, headers=headers) as resp:
             await resp.read()
             tally.statuses[resp.status] = tally.statuses.get(resp.status, 0) + 1
             if resp.status >= 500:
@@ -117,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=150.0, help="requests per second")
-    ap.add_argument("--sessions", type=int, default=300)
+    ap.add_argument("--sessions", type=int, default=300, help="users, one session each")
     args = ap.parse_args()
 
     up, gw = free_port(), free_port()
@@ -127,7 +142,8 @@ def main() -> None:
     dsn = PG_ADMIN.rpartition("/")[0] + f"/{db}"
     work = Path(tempfile.mkdtemp(prefix="bgsoak-"))
     try:
-        asyncio.run(seed_model(dsn, tiny_bundle_bytes()))
+        # A session comes back every sessions / rate seconds (2 s by default): the model's pace.
+        asyncio.run(seed_model(dsn, bench_bundle_bytes((0.5, 4.0))))
         env = {
             "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
             "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
@@ -136,6 +152,8 @@ def main() -> None:
             "REDIS_URL": REDIS_URL,
             "DATABASE_URL": dsn,
             "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
+            "BEHAVIORGATE_API_TOKENS": ADMIN_TOKEN,
+            **ORDINARY,
         }
         upstream = py("-m", "proxy.cli", "sample-upstream", "--port", str(up))
         gateway = py("-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{up}",
@@ -145,8 +163,10 @@ def main() -> None:
             process(gateway, gw, env) as proc,
         ):
             rss_start = rss_kib(proc.pid)
+            before = decisions(gw)
             tally = asyncio.run(drive(gw, proc.pid, args.minutes, args.rate, args.sessions))
             rss_end = rss_kib(proc.pid)
+            mix = mix_text(before, decisions(gw))
             proc.send_signal(signal.SIGTERM)  # drains the writer into Postgres
             try:
                 code = proc.wait(60)
@@ -161,6 +181,7 @@ def main() -> None:
     print(f"minutes {args.minutes}  rate {args.rate}/s  requests {tally.sent}")
     print(f"statuses {dict(sorted(tally.statuses.items()))}  errors {len(tally.errors)}")
     print(f"latency ms p50 {pct(0.5):.1f}  p99 {pct(0.99):.1f}  max {lat[-1] if lat else 0:.1f}")
+    print(f"decisions (gateway metrics): {mix}")
     print(f"gateway RSS MiB start {rss_start / 1024:.1f}  end {rss_end / 1024:.1f}")
     same = rows == tally.sent
     print(f"predictions in Postgres {rows} (distinct {distinct})  == requests: {same}")
