@@ -120,7 +120,8 @@ CAPACITY = {"BEHAVIORGATE_SCORING__BUDGET_MS": "2000"}
 
 def decisions(port: int) -> dict[str, float]:
     """Requests per decision so far, from the gateway's own metrics (what was really measured:
-    an ERROR is a request whose scoring failed or was skipped by the breaker)."""
+    an ERROR is a request whose scoring failed or was skipped by the breaker). With several
+    workers this is the counters of whichever worker answers the scrape: a sample of one."""
     req = urllib.request.Request(  # noqa: S310 - loopback only
         f"http://127.0.0.1:{port}/api/ml-anomaly/metrics",
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
