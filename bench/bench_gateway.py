@@ -159,6 +159,24 @@ def worker_rss_mib(pid: int) -> str:
     return " / ".join(f"{rss_mib(p):.1f}" for p in (children or [pid]))
 
 
+def gateway_env(work: Path, dsn: str, prefix: str) -> dict[str, str]:
+    """The gateway's settings in the real-store benches: own database, Redis prefix and data dir.
+
+    Shadow mode: every request is scored (and explained when not ALLOW) and then forwarded, so a
+    flagged session keeps costing the full path instead of a cheap 401/403.
+    """
+    return {
+        "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
+        "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
+        "BEHAVIORGATE_DATA_DIR": str(work),
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": dsn,
+        "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
+        "BEHAVIORGATE_API_TOKENS": ADMIN_TOKEN,
+        "BEHAVIORGATE_MODE": "shadow",
+    }
+
+
 def _profiler(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
     exe = str(Path(sys.executable).with_name("py-spy"))
     args = [
@@ -199,18 +217,7 @@ def run(args: argparse.Namespace) -> tuple[list[tuple[str, LoadResult]], dict[st
     gw_cmd = py(
         "-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{up}", "--port", str(gw)
     )
-    env = {
-        "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
-        "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
-        "BEHAVIORGATE_DATA_DIR": str(work),
-        "REDIS_URL": REDIS_URL,
-        "DATABASE_URL": dsn,
-        "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
-        "BEHAVIORGATE_API_TOKENS": ADMIN_TOKEN,
-        # Shadow: every request is scored (and explained when not ALLOW) and then forwarded, so
-        # a flagged session keeps costing the full path instead of a cheap 401/403.
-        "BEHAVIORGATE_MODE": "shadow",
-    }
+    env = gateway_env(work, dsn, prefix)
     gw_url, mini_url = f"http://127.0.0.1:{gw}", f"http://127.0.0.1:{mini}"
 
     def closed(label: str, cmd: list[str], env_extra: dict[str, str]) -> None:

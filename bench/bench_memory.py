@@ -25,7 +25,6 @@ import jwt
 import redis.asyncio as aioredis
 
 from bench.bench_gateway import (
-    ADMIN_TOKEN,
     ORDINARY,
     PG_ADMIN,
     REDIS_URL,
@@ -34,6 +33,7 @@ from bench.bench_gateway import (
     admin,
     client_paths,
     decisions,
+    gateway_env,
     mix_text,
     open_loop,
     rss_mib,
@@ -129,17 +129,7 @@ def gateway_rss(steps: list[int], rate: float) -> list[tuple[int, float, str]]:
     work = Path(tempfile.mkdtemp(prefix="bgmem-"))
     paths = work / "paths.txt"
     paths.write_text("\n".join(client_paths()))
-    env = {
-        "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
-        "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
-        "BEHAVIORGATE_DATA_DIR": str(work),
-        "REDIS_URL": REDIS_URL,
-        "DATABASE_URL": dsn,
-        "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
-        "BEHAVIORGATE_API_TOKENS": ADMIN_TOKEN,
-        "BEHAVIORGATE_MODE": "shadow",
-        **ORDINARY,
-    }
+    env = {**gateway_env(work, dsn, prefix), **ORDINARY}
     upstream = py(
         "-m", "proxy.cli", "sample-upstream", "--port", str(up), "--latency-scale", "0",
         "--jwt-secret", SECRET,

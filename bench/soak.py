@@ -26,15 +26,14 @@ import asyncpg
 import jwt
 
 from bench.bench_gateway import (
-    ADMIN_TOKEN,
     ORDINARY,
     PG_ADMIN,
-    REDIS_URL,
     SECRET,
     _clean_redis,
     admin,
     client_paths,
     decisions,
+    gateway_env,
     mix_text,
     seed_model,
 )
@@ -144,17 +143,7 @@ def main() -> None:
     try:
         # A session comes back every sessions / rate seconds (2 s by default): the model's pace.
         asyncio.run(seed_model(dsn, bench_bundle_bytes((0.5, 4.0))))
-        env = {
-            "BEHAVIORGATE_LOGGING__ACCESS_LOG": "false",
-            "BEHAVIORGATE_IDENTITY__JWT__HS256_SECRET": SECRET,
-            "BEHAVIORGATE_DATA_DIR": str(work),
-            "BEHAVIORGATE_MODE": "shadow",
-            "REDIS_URL": REDIS_URL,
-            "DATABASE_URL": dsn,
-            "BEHAVIORGATE_HISTORY__KEY_PREFIX": prefix,
-            "BEHAVIORGATE_API_TOKENS": ADMIN_TOKEN,
-            **ORDINARY,
-        }
+        env = {**gateway_env(work, dsn, prefix), **ORDINARY}
         upstream = py("-m", "proxy.cli", "sample-upstream", "--port", str(up))
         gateway = py("-m", "proxy.cli", "serve", "--upstream", f"http://127.0.0.1:{up}",
                      "--port", str(gw))  # fmt: skip
