@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from config._base import Section
 from config.api import ApiSettings
@@ -40,6 +40,15 @@ class RedisSettings(Section):
         " is dropped and its callers fail (a stalled server must not hold connections); the hot"
         " path gives up sooner, at scoring.budget_ms.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
 
 
 class ScoringSettings(Section):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import hdrs, web
@@ -37,6 +38,40 @@ STORE = web.AppKey("store", Store)
 WRITER = web.AppKey("writer", PredictionWriter)
 MODELS = web.AppKey("models", ModelHolder)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+
+_Stage = Callable[[web.Application], AsyncIterator[None]]
+
+
+class StartupError(Exception):
+    """A resource the gateway needs could not be opened; the message names which and why."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        name = type(cause).__name__
+        super().__init__(f"{stage}: {name}: {detail}" if detail else f"{stage}: {name}")
+        self.stage = stage
+
+
+def _staged(stages: list[tuple[str, _Stage]]) -> _Stage:
+    """One cleanup context running `stages` in order: a stage that fails to start unwinds the ones
+    already started (in reverse) and fails start-up with a `StartupError` naming it, so the
+    process exits instead of leaving sessions or store threads open."""
+
+    async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for stage, ctx in stages:
+                steps = ctx(app)
+                try:
+                    await anext(steps)
+                except Exception as exc:
+                    raise StartupError(stage, exc) from exc
+                # Resumed, not thrown into, whatever ends the stack: the stage's own code after
+                # its `yield` is its clean-up, as in aiohttp's cleanup contexts.
+                stack.push_async_callback(anext, steps, None)
+            yield
+
+    return gateway_ctx
+
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -165,58 +200,57 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
         await forwarder.close()
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = (
-            redis
-            if redis is not None
-            else create_redis(settings.redis.url, socket_timeout=settings.redis.timeout)
-        )
-        history = HistoryStore(client, settings.history)
-        await history.load_scripts()
-        app[HISTORY] = history
-        yield
-        await history.drain()
-        if redis is None:
-            await client.aclose()
+        async with contextlib.AsyncExitStack() as stack:
+            client = redis
+            if client is None:
+                client = create_redis(settings.redis.url, socket_timeout=settings.redis.timeout)
+                stack.push_async_callback(client.aclose)
+            history = HistoryStore(client, settings.history)
+            await history.load_scripts()
+            app[HISTORY] = history
+            stack.push_async_callback(history.drain)
+            yield
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        store = await open_store(settings.database)
-        app[STORE] = store
-        writer_settings = settings.writer
-        worker = os.environ.get("BEHAVIORGATE_WORKER_INDEX")
-        if worker is not None:  # one spool per worker process: a spool has exactly one writer
-            writer_settings = writer_settings.model_copy(
-                update={"spool_path": f"{writer_settings.spool_path}.w{int(worker)}"}
+        async with contextlib.AsyncExitStack() as stack:
+            store = await open_store(settings.database)
+            stack.push_async_callback(store.close)
+            app[STORE] = store
+            writer_settings = settings.writer
+            worker = os.environ.get("BEHAVIORGATE_WORKER_INDEX")
+            if worker is not None:  # one spool per worker process: a spool has exactly one writer
+                writer_settings = writer_settings.model_copy(
+                    update={"spool_path": f"{writer_settings.spool_path}.w{int(worker)}"}
+                )
+            writer = PredictionWriter(store, writer_settings)
+            await writer.start()
+            stack.push_async_callback(writer.close)
+            app[WRITER] = writer
+            metrics.gauge_from(
+                "behaviorgate_writer_queue_depth",
+                "Records waiting for the database.",
+                lambda: writer.queue_depth,
             )
-        writer = PredictionWriter(store, writer_settings)
-        await writer.start()
-        app[WRITER] = writer
-        metrics.gauge_from(
-            "behaviorgate_writer_queue_depth",
-            "Records waiting for the database.",
-            lambda: writer.queue_depth,
-        )
-        metrics.gauge_from(
-            "behaviorgate_writer_spool_bytes",
-            "Bytes in the local spool.",
-            lambda: writer.spool_bytes,
-        )
-        metrics.gauge_from(
-            "behaviorgate_writer_dropped_total",
-            "Records refused (queue and spool full).",
-            lambda: writer.dropped,
-        )
-        holder = ModelHolder(store.registry, settings.database.registry_poll_interval)
-        await holder.start()
-        app[MODELS] = holder
-        metrics.gauge_from(
-            "behaviorgate_active_model_version",
-            "Active model version (0 = learning).",
-            lambda: holder.version or 0,
-        )
-        yield
-        await holder.close()
-        await writer.close()
-        await store.close()
+            metrics.gauge_from(
+                "behaviorgate_writer_spool_bytes",
+                "Bytes in the local spool.",
+                lambda: writer.spool_bytes,
+            )
+            metrics.gauge_from(
+                "behaviorgate_writer_dropped_total",
+                "Records refused (queue and spool full).",
+                lambda: writer.dropped,
+            )
+            holder = ModelHolder(store.registry, settings.database.registry_poll_interval)
+            await holder.start()
+            stack.push_async_callback(holder.close)
+            app[MODELS] = holder
+            metrics.gauge_from(
+                "behaviorgate_active_model_version",
+                "Active model version (0 = learning).",
+                lambda: holder.version or 0,
+            )
+            yield
 
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         await notifier.start()
@@ -248,7 +282,17 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
         await pipeline.drain()
         await notifier.close()
 
-    app.cleanup_ctx.extend([upstream_ctx, redis_ctx, store_ctx, lifecycle_ctx, pipeline_ctx])
+    app.cleanup_ctx.append(
+        _staged(
+            [
+                ("upstream client", upstream_ctx),
+                ("redis", redis_ctx),
+                ("database", store_ctx),
+                ("model lifecycle", lifecycle_ctx),
+                ("pipeline", pipeline_ctx),
+            ]
+        )
+    )
     setup_api(app)
     app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=_expect_handler)
     install_header_deadline(app, settings.server.header_read_timeout)

@@ -51,30 +51,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(settings, args)
     from aiohttp import web
 
-    from proxy.app import create_app, server_options
+    from proxy.app import StartupError, create_app, server_options
     from proxy.logs import configure_logging
 
     configure_logging(settings.logging)
     _install_uvloop()
     app = create_app(settings)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        reuse_port=settings.server.workers > 1 or args.worker,
-        access_log=None,
-        print=(lambda *_: None) if args.worker else _announce(settings),
-        **server_options(settings),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            reuse_port=settings.server.workers > 1 or args.worker,
+            access_log=None,
+            print=(lambda *_: None) if args.worker else _announce(settings, app),
+            **server_options(settings),
+        )
+    except (StartupError, OSError) as exc:  # OSError: the port cannot be bound
+        print(f"behaviorgate: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
-def _announce(settings: Settings) -> Any:
+def _announce(settings: Settings, app: Any) -> Any:
     def say(*_: Any) -> None:
+        from proxy.app import MODELS
+
+        # With no active model the gateway learns (allows and records) whatever mode is set.
+        learning = app[MODELS].current is None
+        mode = f"{settings.mode}, learning: no active model yet" if learning else settings.mode
         print(
             f"behaviorgate: listening on http://{settings.server.host}:{settings.server.port} "
-            f"→ {settings.upstream.url} (mode={settings.mode})",
+            f"→ {settings.upstream.url} (mode={mode})",
             file=sys.stderr,
             flush=True,
         )

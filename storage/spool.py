@@ -48,7 +48,10 @@ class Spool:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise SpoolLocked(str(self.path)) from None
+            raise SpoolLocked(
+                f"{self.path} is held by another process (one gateway per spool:"
+                " writer.spool_path or BEHAVIORGATE_DATA_DIR)"
+            ) from None
         self.count = 0
         self.size = 0
         self._recover()

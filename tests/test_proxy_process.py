@@ -121,3 +121,64 @@ def test_workers_without_shared_stores_is_a_config_error():
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "needs redis.url and database.url" in proc.stderr
+
+
+def _stderr_lines(proc: subprocess.Popen[bytes]) -> list[str]:
+    assert proc.stderr is not None
+    return proc.stderr.read().decode().splitlines()
+
+
+def _exit_code(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the gateway did not exit after failing to start") from None
+
+
+def test_unreachable_redis_refuses_to_start_in_one_line(tmp_path):
+    closed = free_port()  # nothing listens here
+    proc = start_gateway(
+        free_port(),
+        free_port(),
+        data_dir=str(tmp_path),
+        env={"REDIS_URL": f"redis://127.0.0.1:{closed}/0"},
+    )
+    assert _exit_code(proc) == 1
+    lines = _stderr_lines(proc)
+    refusals = [line for line in lines if line.startswith("behaviorgate: cannot start: redis: ")]
+    assert len(refusals) == 1, lines
+    assert f"127.0.0.1:{closed}" in refusals[0]
+    # Stages already open (the upstream client) are closed, not leaked; no traceback.
+    assert not any("Traceback" in line or "Unclosed" in line for line in lines), lines
+
+
+def test_second_gateway_on_one_spool_exits_instead_of_hanging(tmp_path):
+    first = start_gateway(free_port(), port := free_port(), data_dir=str(tmp_path))
+    try:
+        wait_port(port, 30.0)
+        second = start_gateway(free_port(), free_port(), data_dir=str(tmp_path))
+        # The embedded SQLite store was open when the spool lock failed: its thread must be
+        # closed too, or the process lingers after the refusal.
+        assert _exit_code(second) == 1
+        lines = _stderr_lines(second)
+        refusal = [line for line in lines if "cannot start: database: SpoolLocked:" in line]
+        assert len(refusal) == 1 and "predictions.spool is held by another process" in refusal[0]
+        assert not any("Traceback" in line for line in lines), lines
+        assert first.poll() is None  # the first one keeps serving
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+
+
+def test_redis_url_scheme_is_checked_with_the_config():
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check-config"],
+        env={**os.environ, "REDIS_URL": "notaurl"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "redis.url" in proc.stderr and "redis://" in proc.stderr
