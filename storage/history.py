@@ -391,7 +391,16 @@ class HistoryStore:
     async def revoke(self, session_id: str, user_id: str | None, ttl: int) -> None:
         """Mark a session revoked for ``ttl`` seconds; every replica sees it on its next read."""
         keys = self._keys.for_request(user_id, session_id)
-        await self._redis.set(keys.revoked, b"1", ex=max(int(ttl), 1))
+        ttl = max(int(ttl), 1)
+        if user_id is None:
+            await self._redis.set(keys.revoked, b"1", ex=ttl)
+            return
+        owners = self._keys.revoked_owners(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.revoked, b"1", ex=ttl)
+            pipe.sadd(owners, user_id)
+            pipe.expire(owners, ttl)
+            await pipe.execute()
 
     async def grant_stepup(
         self, session_id: str, user_id: str | None, ttl: int, now: float | None = None
@@ -403,10 +412,29 @@ class HistoryStore:
         await self._redis.set(keys.stepup, repr(until), ex=max(int(ttl), 1))
         return until
 
-    async def unrevoke(self, session_id: str, user_id: str | None) -> bool:
-        """Lift a revocation (admin release); True if the session was revoked."""
-        keys = self._keys.for_request(user_id, session_id)
-        return bool(await self._redis.delete(keys.revoked))
+    async def unrevoke(self, session_id: str, user_id: str | None) -> list[str | None]:
+        """Lift a revocation (admin release); returns the owners (user ids, None = anonymous)
+        whose session was revoked.
+
+        Without ``user_id`` every revocation of that session id is lifted: the anonymous one and
+        those of the users recorded when they were revoked.
+        """
+        owners_key = self._keys.revoked_owners(session_id)
+        if user_id is not None:
+            keys = self._keys.for_request(user_id, session_id)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.revoked)
+                pipe.srem(owners_key, user_id)
+                deleted, _ = await pipe.execute()
+            return [user_id] if deleted else []
+        users = sorted(m.decode("utf-8", "replace") for m in await self._redis.smembers(owners_key))
+        owners: list[str | None] = [None, *users]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for owner in owners:
+                pipe.delete(self._keys.for_request(owner, session_id).revoked)
+            pipe.delete(owners_key)
+            *deleted, _ = await pipe.execute()
+        return [owner for owner, n in zip(owners, deleted, strict=True) if n]
 
     async def count_challenge(
         self, session_id: str, user_id: str | None, window: int, now: float, cap: int = 1000

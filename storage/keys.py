@@ -109,6 +109,11 @@ class KeySpace:
     def for_request(self, user_id: str | None, session_id: str) -> OwnerKeys:
         return OwnerKeys(self.owner_base(user_id, session_id), escape(session_id))
 
+    def revoked_owners(self, session_id: str) -> str:
+        """Set of the users whose session ``session_id`` is revoked, so an admin can lift a
+        revocation knowing only the session id (its own tag: the owners live in other slots)."""
+        return f"{self.prefix}{{r:{escape(session_id)}}}:owners"
+
     def owner_pattern(self, user_id: str | None, session_id: str = "") -> str:
         """Glob matching every key of one owner (escaping made the id glob-free)."""
         return self.owner_base(user_id, session_id) + "*"

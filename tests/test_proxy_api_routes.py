@@ -538,6 +538,33 @@ async def test_drift_status_answers(api):
     assert status == 200 and isinstance(doc["drift"], dict)
 
 
+async def test_unblock_by_session_id_alone_releases_a_signed_in_users_session(api):
+    hist = api.app[HISTORY]
+    await hist.revoke("s-dave", "dave", 600)
+    ctx = RequestContext(
+        ts=time.time(),
+        method="GET",
+        path="/a",
+        route="/a",
+        user_id="dave",
+        session_id="s-dave",
+        client_ip="10.0.0.4",
+        user_agent="ua",
+        request_bytes=0,
+        sensitivity=0,
+        authenticated=True,
+    )
+    assert (await hist.read(ctx)).revoked
+    status, doc, _ = await api.call("POST", "/release/unblock", ADMIN, body={"sessionId": "s-dave"})
+    assert status == 200 and doc["wasRevoked"] is True and doc["releasedOwners"] == ["dave"]
+    check_schema("/release/unblock", "POST", 200, doc)
+    assert not (await hist.read(ctx)).revoked
+    incident = await api.app[STORE].get_incident(doc["recordId"])
+    assert incident.user_id == "dave" and incident.session_id == "s-dave"
+    status, doc, _ = await api.call("POST", "/release/unblock", ADMIN, body={"sessionId": "s-dave"})
+    assert status == 200 and doc["wasRevoked"] is False and doc["releasedOwners"] == []
+
+
 async def test_release_actions_are_recorded_with_actor(api):
     hist = api.app[HISTORY]
     await hist.revoke("s-alice", "alice", 600)

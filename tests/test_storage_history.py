@@ -178,6 +178,26 @@ async def test_revoke_stepup_and_reset(backend: tuple) -> None:
     assert not again.revoked and again.n_events == 0 and again.ip_last_seen is None
 
 
+async def test_unrevoke_by_session_id_alone_finds_the_owners(backend: tuple) -> None:
+    client = backend[0]
+    store = make(backend)
+    await store.revoke("s1", "alice", ttl=60)
+    await store.revoke("s1", "bob", ttl=60)  # an issuer may reuse a session id across users
+    await store.revoke("s2", "alice", ttl=60)
+    await store.revoke("s1", None, ttl=60)  # the anonymous pseudo-session of the same id
+    assert await store.unrevoke("s1", None) == [None, "alice", "bob"]
+    assert not (await store.read(ctx(session_id="s1"))).revoked
+    assert not (await store.read(ctx(session_id="s1", user_id="bob"))).revoked
+    assert (await store.read(ctx(session_id="s2"))).revoked  # another session is untouched
+    assert await client.exists(store.keys.revoked_owners("s1")) == 0
+    assert await store.unrevoke("s1", None) == []  # nothing left to lift
+    # Lifting with the user named also forgets that owner, so a later id-only call is a no-op.
+    assert await store.unrevoke("s2", "alice") == ["alice"]
+    assert await store.unrevoke("s2", None) == []
+    await store.revoke("s3", "carol", ttl=60)
+    assert 0 < await client.ttl(store.keys.revoked_owners("s3")) <= 60
+
+
 async def test_anonymous_traffic_is_keyed_on_the_pseudo_session(backend: tuple) -> None:
     store = make(backend)
     await store.record(ctx(user_id=None, session_id="anon1"), OK)

@@ -76,7 +76,9 @@ async def unblock(request: web.Request, caller: Caller | None) -> dict[str, Any]
         session_id = body_str(doc, "sessionId")
         user_id = body_str(doc, "userId", required=False)
     assert session_id is not None
-    was = await deps.history(request).unrevoke(session_id, user_id)
+    released = await deps.history(request).unrevoke(session_id, user_id)
+    if user_id is None and len(released) == 1:
+        user_id = released[0]
     if incident_id is not None:
         await store.update_incident(
             incident_id, status="released", actor=caller.actor, notes=notes or None
@@ -88,7 +90,12 @@ async def unblock(request: web.Request, caller: Caller | None) -> dict[str, Any]
         session_id=session_id,
         user_id=user_id,
         notes=notes,
-        result={"wasRevoked": was, "incidentId": incident_id},
+        result={
+            "wasRevoked": bool(released),
+            "incidentId": incident_id,
+            # Whose revocation was lifted (null = the anonymous session of that id).
+            "releasedOwners": released,
+        },
     )
 
 
