@@ -102,11 +102,20 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+def plain_message(err: Any) -> str:
+    """A validation error's message without pydantic's "Value error, " style prefix."""
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
 def format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = plain_message(err)
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")

@@ -284,6 +284,12 @@ async def test_bad_query_names_the_field(api, path, params, field):
     assert status == 400 and doc["error"]["field"] == field
 
 
+async def test_unknown_bucket_name_lists_the_accepted_ones(api):
+    status, doc, _ = await api.call("GET", "/stats", ADMIN, params={"bucket": "weird"})
+    assert status == 400 and doc["error"]["field"] == "bucket"
+    assert "minute" in doc["error"]["message"] and "seconds" in doc["error"]["message"]
+
+
 async def test_bad_bodies_name_the_field(api):
     status, doc, _ = await api.call("POST", "/thresholds/what-if", ADMIN, raw=b"{not json")
     assert status == 400 and doc["error"]["field"] == "body"
@@ -297,6 +303,8 @@ async def test_bad_bodies_name_the_field(api):
         "POST", "/thresholds/what-if", ADMIN, body={"thresholds": {"monitor": 0.95}}
     )
     assert status == 400 and doc["error"]["field"] == "thresholds"
+    message = doc["error"]["message"]
+    assert "require2fa" in message and "require_2fa" not in message and "Value error" not in message
     status, doc, _ = await api.call(
         "POST", "/thresholds/what-if", ADMIN, body={"rules": {"ghost": {}}}
     )

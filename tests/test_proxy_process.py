@@ -181,4 +181,4 @@ def test_redis_url_scheme_is_checked_with_the_config():
         timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "redis.url" in proc.stderr and "redis://" in proc.stderr
+    assert "redis.url: must start with redis://" in proc.stderr and "Value error" not in proc.stderr

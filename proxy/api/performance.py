@@ -58,6 +58,9 @@ def _bucket_seconds(request: web.Request) -> int:
         return 3600
     if raw in _BUCKET_NAMES:
         return _BUCKET_NAMES[raw]
+    if not raw.strip().lstrip("-").isdigit():
+        names = ", ".join(_BUCKET_NAMES)
+        raise bad("bucket", f"must be one of {names} or a number of seconds (60 to 604800)")
     value = query_int(request, "bucket", None, 60, 7 * 86_400)
     assert value is not None
     return value

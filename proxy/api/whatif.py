@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from config.loader import plain_message
 from config.model import ThresholdSettings
 from proxy.api import deps
 from proxy.api.auth import Caller
@@ -70,7 +71,9 @@ def proposed(rules: dict[str, RulePolicy], doc: dict[str, Any]) -> dict[str, Thr
             )
         except ValidationError as exc:
             field = f"rules.{name}" if own else "thresholds"
-            raise bad(field, exc.errors()[0]["msg"][:200]) from None
+            # Said in the API's key names (require2fa, strictBlock), not the settings' ones.
+            msg = plain_message(exc.errors()[0]).replace("require_2fa", "require2fa")
+            raise bad(field, msg.replace("strict_block", "strictBlock")[:200]) from None
     return out
 
 
