@@ -79,19 +79,19 @@ class HeaderDeadlineHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot answer the error")
         frame = exc.__traceback__ and traceback.extract_tb(exc.__traceback__)[-1]
-        _log.warning(
-            "request_refused" if status < 500 else "handler_failed",
-            status=status,
-            error=type(exc).__name__ if exc else None,
-            where=f"{frame.filename}:{frame.lineno}" if frame else None,
-            client_ip=request.remote,
-        )
         if isinstance(exc, LineTooLong):  # beyond the parser cap (server_options)
             response = json_error(431, "line_too_long", "a request or header line is too long")
         elif status < 500:
             response = json_error(status, "bad_request", "malformed HTTP request")
         else:
             response = json_error(status, "internal_error", "the gateway could not answer")
+        _log.warning(
+            "request_refused" if status < 500 else "handler_failed",
+            status=response.status,
+            error=type(exc).__name__ if exc else None,
+            where=f"{frame.filename}:{frame.lineno}" if frame else None,
+            client_ip=request.remote,
+        )
         response.force_close()
         return response
 

@@ -584,9 +584,15 @@ async def test_body_read_deadline_answers_408(upstream, gateway):
 
 
 async def test_header_line_beyond_parser_cap_is_json_431(upstream, gateway):
+    from structlog.testing import capture_logs
+
     gw = await gateway(mode="shadow", limits={"max_header_bytes": 2048})
-    resp = await raw_exchange(gw.port, req("/h", "X-Big: " + "a" * 20_000))
+    with capture_logs() as events:
+        resp = await raw_exchange(gw.port, req("/h", "X-Big: " + "a" * 20_000))
     assert resp.status == 431
+    # The log says what the client was answered, and never quotes the line itself.
+    refused = [e for e in events if e["event"] == "request_refused"]
+    assert [e["status"] for e in refused] == [431] and "aaaa" not in repr(events)
     assert_gateway_answer_is_clean(resp, False)
     resp = await raw_exchange(gw.port, req("/h", *[f"X-{i}: {'b' * 100}" for i in range(30)]))
     assert resp.status == 431 and upstream.seen == []
