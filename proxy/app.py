@@ -7,6 +7,7 @@ import itertools
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -24,7 +25,7 @@ from proxy.metrics import Metrics
 from proxy.models import ModelHolder
 from proxy.notify import Notifier
 from proxy.paths import PathPolicy
-from proxy.pipeline import Pipeline
+from proxy.pipeline import Pipeline, log_refused
 from proxy.serverproto import install_header_deadline
 from storage.history import HistoryStore
 from storage.redis_conn import create_redis
@@ -100,32 +101,27 @@ def _utf8_headers(raw: tuple[tuple[bytes, bytes], ...]) -> bool:
     return True
 
 
-def header_problem(request: web.BaseRequest, settings: Settings) -> web.Response | None:
-    """431 when headers are too many or too large; 413 when the declared body is too large."""
+def header_problem(request: web.BaseRequest, settings: Settings) -> tuple[int, str, str] | None:
+    """(status, code, message): 431 when headers are too many or too large, 413 when the
+    declared body is too large, 400 for header bytes or framing that cannot be forwarded."""
     raw = request.raw_headers
     limits = settings.limits
     if len(raw) > limits.max_header_count:
-        return json_error(
-            431, "headers_too_many", f"more than {limits.max_header_count} header lines"
-        )
+        return (431, "headers_too_many", f"more than {limits.max_header_count} header lines")
     size = sum(len(k) + len(v) + 4 for k, v in raw)
     if not all(v.isascii() for _, v in raw) and not _utf8_headers(raw):
         # Forwarding re-encodes header lines as UTF-8: other bytes could not go upstream unchanged.
-        return json_error(400, "invalid_header_encoding", "header values must be ASCII or UTF-8")
+        return (400, "invalid_header_encoding", "header values must be ASCII or UTF-8")
     if size > limits.max_header_bytes:
-        return json_error(
-            431, "headers_too_large", f"request headers exceed {limits.max_header_bytes} bytes"
-        )
+        return (431, "headers_too_large", f"request headers exceed {limits.max_header_bytes} bytes")
     length = declared_length(request)
     if length is not None and limits.max_body_bytes and length > limits.max_body_bytes:
-        return json_error(
-            413, "request_too_large", f"request body exceeds {limits.max_body_bytes} bytes"
-        )
+        return (413, "request_too_large", f"request body exceeds {limits.max_body_bytes} bytes")
     if (
         request.headers.getall(hdrs.CONTENT_LENGTH, [])
         and len(set(request.headers.getall(hdrs.CONTENT_LENGTH))) > 1
     ):
-        return json_error(400, "bad_framing", "conflicting Content-Length headers")
+        return (400, "bad_framing", "conflicting Content-Length headers")
     return None
 
 
@@ -144,7 +140,11 @@ class Gateway:
             return await self.internal(request, path[len(self._internal) :])
         problem = header_problem(request, self.settings)
         if problem is not None:
-            return problem
+            status, code, message = problem
+            log_refused(
+                self.settings, request, request_id(request), status, code, time.perf_counter()
+            )
+            return json_error(status, code, message)
         if self.pipeline is None:
             return json_error(503, "starting", "the gateway is starting")
         return await self.pipeline.handle(request, request_id(request))

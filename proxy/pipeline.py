@@ -141,6 +141,7 @@ class Pipeline:
         started = time.perf_counter()
         match = self.policy.match(request.method, request.raw_path)
         if match.rejected:
+            log_refused(self.settings, request, request_id, 400, "bad_path", started)
             return json_error(400, "bad_path", match.rejected)
         peer = request.remote or ""
         client_ip = self.identity.client_ip(peer, request.headers)
@@ -180,6 +181,18 @@ class Pipeline:
         verdict = await self._score(ctx, rule, match)
         if verdict is None:  # session revoked: no scoring, no forwarding
             self.metrics.requests.labels("REVOKED", rule.name).inc()
+            log_refused(
+                self.settings,
+                request,
+                request_id,
+                403,
+                "session_revoked",
+                started,
+                client_ip=client_ip,
+                rule=rule.name,
+                user_id=ident.user_id,
+                session_id=ident.session_id[:64],
+            )
             return revoked_response()
         prediction_id = new_prediction_id(now)
         scoring_ms = (time.perf_counter() - started) * 1000
@@ -520,6 +533,32 @@ class Pipeline:
             self.metrics.stepups.labels("completed").inc()
         except _DEPENDENCY_ERRORS:
             self.metrics.dependency_errors.labels("redis").inc()
+
+
+def log_refused(
+    settings: Settings,
+    request: web.BaseRequest,
+    request_id: str,
+    status: int,
+    reason: str,
+    started: float,
+    **identity: str | None,
+) -> None:
+    """Access event of a request the gateway answered itself before scoring it (limits, a path it
+    will not route, a revoked session), so every request leaves one event."""
+    if not settings.logging.access_log:
+        return
+    log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        client_ip=identity.pop("client_ip", None) or request.remote or "",
+        status=status,
+        decision="REFUSED",
+        reason=reason,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        **identity,
+    )
 
 
 def _explanation(verdict: Verdict) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import re
 import signal
@@ -202,3 +203,50 @@ async def test_a_refused_token_is_logged_once_without_the_token(aiohttp_server, 
     refused = [e for e in events if e.get("decision") == "UNAUTHENTICATED"]
     assert len(refused) == 1 and refused[0]["status"] == 401
     assert secret_token not in repr(events)
+
+
+async def test_requests_the_gateway_refuses_itself_leave_one_access_event(aiohttp_server, tmp_path):
+    """Limits (431, 413), an unroutable path (400) and a revoked session (403) are answered by
+    the gateway before scoring; each still leaves exactly one access event."""
+    from structlog.testing import capture_logs
+
+    from proxy.app import HISTORY, create_app, server_options
+    from tests.proxyharness import RecordingUpstream, gateway_settings, raw_exchange
+
+    rec = RecordingUpstream()
+    up = await aiohttp_server(rec.app())
+    key = "k" * 40
+    settings = gateway_settings(
+        up.port,
+        str(tmp_path),
+        identity={"jwt": {"hs256_secret": key}},
+        logging={"access_log": True},
+        limits={"max_header_count": 20, "max_body_bytes": 1000},
+    )
+    opts = server_options(settings)
+    opts.pop("handler_cancellation")
+    app = create_app(settings)
+    gw = await aiohttp_server(app, **opts)
+    now = int(time.time())
+    claims = {"sub": "erin", "sid": "s-erin", "iat": now, "exp": now + 600}
+    token = jwt.encode(claims, key, "HS256")
+    await app[HISTORY].revoke("s-erin", "erin", 600)
+    cases = [
+        (b"GET /a HTTP/1.1\r\nHost: gw\r\n" + b"X-N: 1\r\n" * 30 + b"\r\n", 431),
+        (b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 5000\r\n\r\n", 413),
+        (b"GET /a/%00/b HTTP/1.1\r\nHost: gw\r\n\r\n", 400),
+        (
+            b"GET /a HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n",
+            403,
+        ),
+    ]
+    for raw, status in cases:
+        with capture_logs() as events:
+            resp = await raw_exchange(gw.port, raw)
+        assert resp.status == status
+        access = [e for e in events if e["event"] == "request"]
+        assert len(access) == 1 and access[0]["status"] == status, (status, events)
+        assert access[0]["decision"] == "REFUSED"
+        assert access[0]["reason"] == json.loads(resp.body)["error"]["code"]
+    assert access[0]["user_id"] == "erin" and token not in repr(events)
+    assert rec.seen == []
