@@ -225,6 +225,13 @@ async def test_admin_by_role_and_by_api_token(api):
         check_schema("/models", "GET", 200, doc)
 
 
+async def test_mistyped_api_token_is_named_as_such(api):
+    wrong = {"Authorization": "Bearer " + ADMIN_TOKEN + "x"}
+    status, doc, headers = await api.call("GET", "/models", wrong)
+    assert status == 401 and doc["error"]["code"] == "invalid_token"
+    assert "API token" in doc["error"]["message"] and "Bearer" in headers["WWW-Authenticate"]
+
+
 async def test_bad_jwt_is_401_with_reason(api):
     forged = jwt.encode(
         {"sub": "alice", "exp": int(time.time()) + 60, "roles": ["admin"]},

@@ -83,11 +83,13 @@ class ApiAuth:
         try:
             ident = self._resolver.resolve(request.headers, peer, ip)
         except IdentityError as exc:
+            reason, message = exc.reason, "the request's credentials were not accepted"
+            if reason == "malformed_token" and self._hashes:
+                # Most often a mistyped API token, not a broken JWT: say both were tried.
+                reason = "invalid_token"
+                message = "the bearer token is neither a configured API token nor a valid JWT"
             raise ApiError(
-                401,
-                exc.reason,
-                "the request's credentials were not accepted",
-                headers={"WWW-Authenticate": 'Bearer realm="behaviorgate"'},
+                401, reason, message, headers={"WWW-Authenticate": 'Bearer realm="behaviorgate"'}
             ) from None
         anonymous = ident.source == "anonymous"
         actor = (
