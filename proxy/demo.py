@@ -664,16 +664,28 @@ async def run_demo(
 
     _clean(opts.data_dir)
     upstream_port = free_port()
-    port = opts.port or free_port(opts.host)
     jwt_secret, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-    settings = demo_settings(
-        opts, upstream_port=upstream_port, port=port, jwt_secret=jwt_secret, admin_token=admin_token
-    )
+
+    def with_ports(port: int) -> Settings:
+        return demo_settings(
+            opts,
+            upstream_port=upstream_port,
+            port=port,
+            jwt_secret=jwt_secret,
+            admin_token=admin_token,
+        )
+
+    port = opts.port or free_port(opts.host)
+    settings = with_ports(port)
     redis = create_redis(None)
     upstream = runner = None
     try:
-        boot = await bootstrap(opts, settings, redis, say)
+        # Free ports are taken at once: the bootstrap's minute of connections could reuse them.
         upstream = await start_upstream(upstream_port, jwt_secret)
+        boot = await bootstrap(opts, settings, redis, say)
+        if not opts.port:
+            port = free_port(opts.host)
+            settings = with_ports(port)
         runner = await start_gateway(settings, redis)
         gateway_url = f"http://{opts.host}:{port}"
         await wait_http(gateway_url + settings.server.internal_prefix + "/readyz")
