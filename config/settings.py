@@ -44,10 +44,14 @@ class RedisSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, v: str | None) -> str | None:
-        if v is None or v == "":
+        if v is None:
             return None
         if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            # "" too: an empty templated value must not silently mean a private in-process store.
+            raise ValueError(
+                "must start with redis://, rediss:// or unix:// (leave it unset for the embedded"
+                " store)"
+            )
         return v
 
 

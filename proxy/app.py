@@ -53,23 +53,38 @@ class StartupError(Exception):
         self.stage = stage
 
 
+async def _close_stage(stage: str, steps: AsyncIterator[None]) -> None:
+    """Run one stage's clean-up; its failure is logged so the other stages still close."""
+    try:
+        await anext(steps, None)
+    except Exception as exc:
+        structlog.get_logger("behaviorgate").error(
+            "stage_close_failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:300]
+        )
+
+
 def _staged(stages: list[tuple[str, _Stage]]) -> _Stage:
     """One cleanup context running `stages` in order: a stage that fails to start unwinds the ones
     already started (in reverse) and fails start-up with a `StartupError` naming it, so the
     process exits instead of leaving sessions or store threads open."""
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            for stage, ctx in stages:
-                steps = ctx(app)
-                try:
-                    await anext(steps)
-                except Exception as exc:
-                    raise StartupError(stage, exc) from exc
-                # Resumed, not thrown into, whatever ends the stack: the stage's own code after
-                # its `yield` is its clean-up, as in aiohttp's cleanup contexts.
-                stack.push_async_callback(anext, steps, None)
+        stack = contextlib.AsyncExitStack()
+        for stage, ctx in stages:
+            steps = ctx(app)
+            try:
+                await anext(steps)
+            except Exception as exc:
+                failure = StartupError(stage, exc)
+                await stack.aclose()  # stages close alone: a failing close is logged, not raised
+                raise failure from exc
+            # Resumed, not thrown into: the stage's own code after its `yield` is its clean-up,
+            # as in aiohttp's cleanup contexts.
+            stack.push_async_callback(_close_stage, stage, steps)
+        try:
             yield
+        finally:
+            await stack.aclose()
 
     return gateway_ctx
 
@@ -141,8 +156,11 @@ class Gateway:
         problem = header_problem(request, self.settings)
         if problem is not None:
             status, code, message = problem
+            started = time.perf_counter()
+            peer = request.remote or ""
+            ip = self.pipeline.identity.client_ip(peer, request.headers) if self.pipeline else peer
             log_refused(
-                self.settings, request, request_id(request), status, code, time.perf_counter()
+                self.settings, request, request_id(request), status, code, started, client_ip=ip
             )
             return json_error(status, code, message)
         if self.pipeline is None:

@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.logging)
     _install_uvloop()
     app = create_app(settings)
+    listening: list[bool] = []  # run_app calls `print` once the socket is bound
     try:
         web.run_app(
             app,
@@ -65,18 +66,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown_timeout=settings.server.shutdown_timeout,
             reuse_port=settings.server.workers > 1 or args.worker,
             access_log=None,
-            print=(lambda *_: None) if args.worker else _announce(settings, app),
+            print=_announce(settings, app, listening, quiet=args.worker),
             **server_options(settings),
         )
     except (StartupError, OSError) as exc:  # OSError: the port cannot be bound
-        print(f"behaviorgate: cannot start: {exc}", file=sys.stderr, flush=True)
+        what = "stopped after an error" if listening else "cannot start"
+        print(f"behaviorgate: {what}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
 
 
-def _announce(settings: Settings, app: Any) -> Any:
+def _announce(settings: Settings, app: Any, listening: list[bool], *, quiet: bool) -> Any:
     def say(*_: Any) -> None:
         from proxy.app import MODELS
+
+        listening.append(True)
+        if quiet:
+            return
 
         # With no active model the gateway learns (allows and records) whatever mode is set.
         learning = app[MODELS].current is None

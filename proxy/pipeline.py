@@ -140,11 +140,13 @@ class Pipeline:
     async def handle(self, request: web.Request, request_id: str) -> web.StreamResponse:
         started = time.perf_counter()
         match = self.policy.match(request.method, request.raw_path)
-        if match.rejected:
-            log_refused(self.settings, request, request_id, 400, "bad_path", started)
-            return json_error(400, "bad_path", match.rejected)
         peer = request.remote or ""
         client_ip = self.identity.client_ip(peer, request.headers)
+        if match.rejected:
+            log_refused(
+                self.settings, request, request_id, 400, "bad_path", started, client_ip=client_ip
+            )
+            return json_error(400, "bad_path", match.rejected)
         forwarded = self.forwarded_headers(request, peer, client_ip)
         drop = self._identity_headers if peer not in self.identity.trusted_proxies else frozenset()
         if match.exempt or not self.settings.scoring.enabled:

@@ -228,6 +228,15 @@ return 1
 )
 
 
+# The owners set lives as long as its longest revocation: a shorter one added later must not
+# shorten it (EXPIRE GT/NX would need Redis 7).
+_ADD_OWNER_LUA = """
+redis.call("SADD", KEYS[1], ARGV[1])
+if redis.call("TTL", KEYS[1]) < tonumber(ARGV[2]) then redis.call("EXPIRE", KEYS[1], ARGV[2]) end
+return 1
+"""
+
+
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
@@ -398,8 +407,8 @@ class HistoryStore:
         owners = self._keys.revoked_owners(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.revoked, b"1", ex=ttl)
-            pipe.sadd(owners, user_id)
-            pipe.expire(owners, ttl)
+            # Two keys in two slots: one command each, never one script.
+            pipe.eval(_ADD_OWNER_LUA, 1, owners, user_id, ttl)
             await pipe.execute()
 
     async def grant_stepup(
@@ -412,29 +421,30 @@ class HistoryStore:
         await self._redis.set(keys.stepup, repr(until), ex=max(int(ttl), 1))
         return until
 
-    async def unrevoke(self, session_id: str, user_id: str | None) -> list[str | None]:
-        """Lift a revocation (admin release); returns the owners (user ids, None = anonymous)
-        whose session was revoked.
+    async def unrevoke(self, session_id: str, user_id: str | None) -> bool:
+        """Lift one owner's revocation (None = the anonymous session); True if it was revoked."""
+        keys = self._keys.for_request(user_id, session_id)
+        if user_id is None:
+            return bool(await self._redis.delete(keys.revoked))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(keys.revoked)
+            pipe.srem(self._keys.revoked_owners(session_id), user_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
 
-        Without ``user_id`` every revocation of that session id is lifted: the anonymous one and
-        those of the users recorded when they were revoked.
-        """
+    async def unrevoke_all(self, session_id: str) -> list[str | None]:
+        """Lift every revocation of ``session_id``: the anonymous one and those of the users it was
+        revoked for; returns whose were lifted (None = anonymous)."""
         owners_key = self._keys.revoked_owners(session_id)
-        if user_id is not None:
-            keys = self._keys.for_request(user_id, session_id)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(keys.revoked)
-                pipe.srem(owners_key, user_id)
-                deleted, _ = await pipe.execute()
-            return [user_id] if deleted else []
         users = sorted(m.decode("utf-8", "replace") for m in await self._redis.smembers(owners_key))
         owners: list[str | None] = [None, *users]
         async with self._redis.pipeline(transaction=False) as pipe:
             for owner in owners:
                 pipe.delete(self._keys.for_request(owner, session_id).revoked)
-            pipe.delete(owners_key)
-            *deleted, _ = await pipe.execute()
-        return [owner for owner, n in zip(owners, deleted, strict=True) if n]
+            if users:  # only those read: an owner added meanwhile stays findable
+                pipe.srem(owners_key, *users)
+            replies = await pipe.execute()
+        return [owner for owner, n in zip(owners, replies, strict=False) if n]
 
     async def count_challenge(
         self, session_id: str, user_id: str | None, window: int, now: float, cap: int = 1000

@@ -65,6 +65,19 @@ def test_every_problem_is_one_line_with_its_key_path(tmp_path):
         assert key in joined
 
 
+@pytest.mark.parametrize("url", ["", "localhost:6379", "http://127.0.0.1:6379"])
+def test_redis_url_must_name_a_redis_scheme(tmp_path, url):
+    """An empty (e.g. templated) value is refused too: it must not mean a private embedded store."""
+    f = tmp_path / "redis.yaml"
+    f.write_text(f'redis:\n  url: "{url}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(f, environ={})
+    assert info.value.problems == [
+        "redis.url: must start with redis://, rediss:// or unix:// (leave it unset for the"
+        f" embedded store) (got {url!r})"
+    ]
+
+
 def test_yaml_syntax_error_names_line(tmp_path):
     f = tmp_path / "broken.yaml"
     f.write_text("server:\n  port: [1,\n")

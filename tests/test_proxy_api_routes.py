@@ -21,7 +21,7 @@ from proxy.app import HISTORY, MODELS, STORE, create_app, server_options
 from scoring.context import EventOutcome, RequestContext
 from scoring.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from scoring.training import train_bundle
-from storage.records import PredictionRecord
+from storage.records import Incident, PredictionRecord
 from tests.proxyharness import RecordingUpstream, gateway_settings
 
 SECRET = "s" * 40
@@ -281,6 +281,8 @@ async def test_empty_store_admin_views(api):
         ("/performance", {"hours": "abc"}, "hours"),
         ("/performance", {"hours": "100000"}, "hours"),
         ("/stats", {"bucket": "fortnight"}, "bucket"),
+        ("/stats", {"bucket": "²"}, "bucket"),  # str.isdigit() says yes, int() says no
+        ("/performance", {"hours": "²"}, "hours"),
         ("/stats", {"hours": "720", "bucket": "60"}, "bucket"),
         ("/false-positives", {"limit": "0"}, "limit"),
         ("/false-positives", {"before": "x"}, "before"),
@@ -578,6 +580,21 @@ async def test_unblock_by_session_id_alone_releases_a_signed_in_users_session(ap
     assert incident.user_id == "dave" and incident.session_id == "s-dave"
     status, doc, _ = await api.call("POST", "/release/unblock", ADMIN, body={"sessionId": "s-dave"})
     assert status == 200 and doc["wasRevoked"] is False and doc["releasedOwners"] == []
+
+
+async def test_unblock_by_incident_releases_only_the_owner_it_names(api):
+    hist = api.app[HISTORY]
+    await hist.revoke("s-shared", "dave", 600)
+    await hist.revoke("s-shared", None, 600)
+    incident = await api.app[STORE].open_incident(Incident(session_id="s-shared", reason="block"))
+    status, doc, _ = await api.call(
+        "POST", "/release/unblock", ADMIN, body={"incidentId": incident.id}
+    )
+    assert status == 200 and doc["releasedOwners"] == [None]
+    status, doc, _ = await api.call(
+        "POST", "/release/unblock", ADMIN, body={"sessionId": "s-shared"}
+    )
+    assert doc["releasedOwners"] == ["dave"]  # dave's was left for an explicit release
 
 
 async def test_release_actions_are_recorded_with_actor(api):

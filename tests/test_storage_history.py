@@ -185,17 +185,33 @@ async def test_unrevoke_by_session_id_alone_finds_the_owners(backend: tuple) -> 
     await store.revoke("s1", "bob", ttl=60)  # an issuer may reuse a session id across users
     await store.revoke("s2", "alice", ttl=60)
     await store.revoke("s1", None, ttl=60)  # the anonymous pseudo-session of the same id
-    assert await store.unrevoke("s1", None) == [None, "alice", "bob"]
+    assert await store.unrevoke_all("s1") == [None, "alice", "bob"]
     assert not (await store.read(ctx(session_id="s1"))).revoked
     assert not (await store.read(ctx(session_id="s1", user_id="bob"))).revoked
     assert (await store.read(ctx(session_id="s2"))).revoked  # another session is untouched
     assert await client.exists(store.keys.revoked_owners("s1")) == 0
-    assert await store.unrevoke("s1", None) == []  # nothing left to lift
+    assert await store.unrevoke_all("s1") == []  # nothing left to lift
     # Lifting with the user named also forgets that owner, so a later id-only call is a no-op.
-    assert await store.unrevoke("s2", "alice") == ["alice"]
-    assert await store.unrevoke("s2", None) == []
+    assert await store.unrevoke("s2", "alice") is True
+    assert await store.unrevoke_all("s2") == []
+    # An owner-exact unrevoke touches that owner only.
     await store.revoke("s3", "carol", ttl=60)
-    assert 0 < await client.ttl(store.keys.revoked_owners("s3")) <= 60
+    await store.revoke("s3", None, ttl=60)
+    assert await store.unrevoke("s3", None) is True
+    assert (await store.read(ctx(session_id="s3", user_id="carol"))).revoked
+    assert await store.unrevoke_all("s3") == ["carol"]
+
+
+async def test_owners_are_remembered_as_long_as_the_longest_revocation(backend: tuple) -> None:
+    client = backend[0]
+    store = make(backend)
+    await store.revoke("s4", "carol", ttl=3600)
+    await store.revoke("s4", "dave", ttl=5)  # a shorter one later must not shorten the set
+    assert 3590 <= await client.ttl(store.keys.revoked_owners("s4")) <= 3600
+    await store.revoke("s5", "erin", ttl=5)
+    await store.revoke("s5", "frank", ttl=3600)  # a longer one later lengthens it
+    assert 3590 <= await client.ttl(store.keys.revoked_owners("s5")) <= 3600
+    assert await store.unrevoke_all("s4") == ["carol", "dave"]
 
 
 async def test_anonymous_traffic_is_keyed_on_the_pseudo_session(backend: tuple) -> None:

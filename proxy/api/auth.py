@@ -84,8 +84,9 @@ class ApiAuth:
             ident = self._resolver.resolve(request.headers, peer, ip)
         except IdentityError as exc:
             reason, message = exc.reason, "the request's credentials were not accepted"
-            if reason == "malformed_token" and self._hashes:
-                # Most often a mistyped API token, not a broken JWT: say both were tried.
+            if reason == "malformed_token":
+                # Often a mistyped API token, not a broken JWT: say both were tried (whether or
+                # not API tokens are configured, so the answer does not tell).
                 reason = "invalid_token"
                 message = "the bearer token is neither a configured API token nor a valid JWT"
             raise ApiError(

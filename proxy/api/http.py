@@ -7,6 +7,7 @@ object, and each bad parameter becomes a 400 that names the field (never a trace
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,9 @@ import orjson
 from aiohttp import web
 
 from config.api import ApiSettings
+
+#: An integer query value: optional minus, 1 to 12 ASCII digits.
+INTEGER = re.compile(r"-?[0-9]{1,12}")
 
 
 class ApiError(Exception):
@@ -82,7 +86,7 @@ def query_int(request: web.Request, name: str, default: int | None, lo: int, hi:
     if len(values) > 1:
         raise bad(name, "given more than once")
     raw = values[0].strip()
-    if not raw.lstrip("-").isdigit() or len(raw) > 12:
+    if not INTEGER.fullmatch(raw):  # ASCII digits only: str.isdigit() accepts "²", int() does not
         raise bad(name, "must be an integer")
     value = int(raw)
     if not lo <= value <= hi:

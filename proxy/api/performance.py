@@ -8,7 +8,7 @@ from aiohttp import web
 
 from proxy.api import deps
 from proxy.api.auth import Caller
-from proxy.api.http import bad, iso, page_limit, query_int, query_str, window
+from proxy.api.http import INTEGER, bad, iso, page_limit, query_int, query_str, window
 from proxy.api.routing import Route
 from proxy.api.views import bucket_json, false_positive_json, performance_json
 
@@ -58,7 +58,7 @@ def _bucket_seconds(request: web.Request) -> int:
         return 3600
     if raw in _BUCKET_NAMES:
         return _BUCKET_NAMES[raw]
-    if not raw.strip().lstrip("-").isdigit():
+    if not INTEGER.fullmatch(raw.strip()):
         names = ", ".join(_BUCKET_NAMES)
         raise bad("bucket", f"must be one of {names} or a number of seconds (60 to 604800)")
     value = query_int(request, "bucket", None, 60, 7 * 86_400)

@@ -76,9 +76,16 @@ async def unblock(request: web.Request, caller: Caller | None) -> dict[str, Any]
         session_id = body_str(doc, "sessionId")
         user_id = body_str(doc, "userId", required=False)
     assert session_id is not None
-    released = await deps.history(request).unrevoke(session_id, user_id)
-    if user_id is None and len(released) == 1:
-        user_id = released[0]
+    history = deps.history(request)
+    if user_id is not None or incident_id is not None:
+        # An incident names its owner exactly (None = the anonymous session): only that one.
+        released: list[str | None] = (
+            [user_id] if await history.unrevoke(session_id, user_id) else []
+        )
+    else:
+        released = await history.unrevoke_all(session_id)
+        if len(released) == 1:
+            user_id = released[0]
     if incident_id is not None:
         await store.update_incident(
             incident_id, status="released", actor=caller.actor, notes=notes or None
