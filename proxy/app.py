@@ -74,10 +74,11 @@ def _staged(stages: list[tuple[str, _Stage]]) -> _Stage:
             steps = ctx(app)
             try:
                 await anext(steps)
-            except Exception as exc:
-                failure = StartupError(stage, exc)
+            except BaseException as exc:  # cancelled (SIGTERM while starting) unwinds too
                 await stack.aclose()  # stages close alone: a failing close is logged, not raised
-                raise failure from exc
+                if isinstance(exc, Exception):
+                    raise StartupError(stage, exc) from exc
+                raise
             # Resumed, not thrown into: the stage's own code after its `yield` is its clean-up,
             # as in aiohttp's cleanup contexts.
             stack.push_async_callback(_close_stage, stage, steps)

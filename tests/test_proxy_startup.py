@@ -3,6 +3,8 @@ reported whatever their clean-up does."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -54,3 +56,21 @@ async def test_normal_shutdown_closes_every_stage_even_after_a_failing_close():
         assert await anext(steps, "done") == "done"
     assert trail == ["open a", "open b", "open c", "close c", "close b", "close a"]
     assert [e["error"] for e in events] == ["RuntimeError: b close failed"]
+
+
+async def test_cancelled_start_up_unwinds_what_is_open():
+    trail: list[str] = []
+    started = asyncio.Event()
+
+    async def slow(_app):
+        started.set()
+        await asyncio.sleep(60)
+        yield
+
+    ctx = _staged([("a", _stage("a", trail)), ("slow", slow), ("c", _stage("c", trail))])
+    task = asyncio.ensure_future(anext(ctx(None)))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert trail == ["open a", "close a"]
