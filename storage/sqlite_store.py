@@ -525,6 +525,8 @@ def _sample_where(
     if fsv is not None:
         args.append(fsv)
         where += " AND p.feature_set_version = ?3"
+    # Unscored predictions (scoring timed out or failed) carry no vector: never sampled.
+    where += " AND length(p.features) > 0"
     if learnable:
         where += f" AND {_LEARNABLE}"
     return where, args

@@ -201,6 +201,11 @@ async def _labelled(store: Store) -> dict[str, PredictionRecord]:
             feature_set_version="fs2",
             features=np.zeros(7, np.float32),
         ),
+        # Unscored (Redis timed out): no vector, though its feature set is the current one. It
+        # must stay out of training and drift samples, which need equal-length vectors.
+        "unscored": rec(
+            t + timedelta(seconds=7), decision="ERROR", features=np.zeros(0, np.float32)
+        ),
     }
     await store.insert_predictions(list(rs.values()))
     await store.add_feedback(rs["block_fp"].id, "u", is_false_positive=True)
