@@ -558,6 +558,9 @@ async def test_drift_status_answers(api):
 async def test_unblock_by_session_id_alone_releases_a_signed_in_users_session(api):
     hist = api.app[HISTORY]
     await hist.revoke("s-dave", "dave", 600)
+    now = time.time()
+    for i in range(3):  # step-ups that would escalate the next request straight back to BLOCK
+        await hist.count_challenge("s-dave", "dave", 3600, now + i)
     ctx = RequestContext(
         ts=time.time(),
         method="GET",
@@ -574,6 +577,8 @@ async def test_unblock_by_session_id_alone_releases_a_signed_in_users_session(ap
     assert (await hist.read(ctx)).revoked
     status, doc, _ = await api.call("POST", "/release/unblock", ADMIN, body={"sessionId": "s-dave"})
     assert status == 200 and doc["wasRevoked"] is True and doc["releasedOwners"] == ["dave"]
+    assert doc["escalationCleared"] is True
+    assert await hist.count_challenge("s-dave", "dave", 3600, now + 10) == 1  # window starts anew
     check_schema("/release/unblock", "POST", 200, doc)
     assert not (await hist.read(ctx)).revoked
     incident = await api.app[STORE].get_incident(doc["recordId"])

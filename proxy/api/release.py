@@ -86,6 +86,9 @@ async def unblock(request: web.Request, caller: Caller | None) -> dict[str, Any]
         released = await history.unrevoke_all(session_id)
         if len(released) == 1:
             user_id = released[0]
+    # A released owner's recent step-up demands go too: left in place, the escalation rule would
+    # block the very next request again (after N step-ups within the window).
+    cleared = [owner for owner in released if await history.clear_escalation(owner, session_id)]
     if incident_id is not None:
         await store.update_incident(
             incident_id, status="released", actor=caller.actor, notes=notes or None
@@ -102,6 +105,7 @@ async def unblock(request: web.Request, caller: Caller | None) -> dict[str, Any]
             "incidentId": incident_id,
             # Whose revocation was lifted (null = the anonymous session of that id).
             "releasedOwners": released,
+            "escalationCleared": bool(cleared),
         },
     )
 
