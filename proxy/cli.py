@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,28 +98,60 @@ def _announce(settings: Settings, app: Any, listening: list[bool], *, quiet: boo
     return say
 
 
+#: A worker that dies sooner than this after its start is failing to start: no restart.
+_MIN_WORKER_UPTIME_S = 10.0
+#: More restarts than this within a minute: the supervisor gives up and stops.
+_MAX_RESTARTS_PER_MINUTE = 5
+
+
 def _supervise(settings: Settings, args: argparse.Namespace) -> int:
-    """Run N single-worker processes on one port (SO_REUSEPORT) and relay signals to them."""
+    """Run N single-worker processes on one port (SO_REUSEPORT), relay signals to them, and
+    replace a worker that dies while the others serve (say so; give up on a crash loop)."""
     argv = [sys.executable, "-m", "proxy.cli", *sys.argv[1:], "--worker"]
-    children = [
-        subprocess.Popen(argv, env={**os.environ, "BEHAVIORGATE_WORKER_INDEX": str(i)})  # noqa: S603
-        for i in range(settings.server.workers)
-    ]
+
+    def spawn(i: int) -> tuple[subprocess.Popen[bytes], float]:
+        env = {**os.environ, "BEHAVIORGATE_WORKER_INDEX": str(i)}
+        return subprocess.Popen(argv, env=env), time.monotonic()  # noqa: S603
+
+    def say(text: str) -> None:
+        print(f"behaviorgate: {text}", file=sys.stderr, flush=True)
+
+    workers = [spawn(i) for i in range(settings.server.workers)]
+    stopping: list[int] = []
 
     def relay(signum: int, _: Any) -> None:
-        for child in children:
+        stopping.append(signum)
+        for child, _started in workers:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, relay)
     signal.signal(signal.SIGINT, relay)
-    print(
-        f"behaviorgate: {len(children)} workers on http://{settings.server.host}:{settings.server.port}",
-        file=sys.stderr,
-        flush=True,
-    )
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    say(f"starting {len(workers)} workers on {url}")
+    restarts: list[float] = []
+    failed = False
+    while not stopping and not failed:
+        time.sleep(0.2)
+        for i, (child, started) in enumerate(workers):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60.0] + [now]
+            if now - started < _MIN_WORKER_UPTIME_S or len(restarts) > _MAX_RESTARTS_PER_MINUTE:
+                say(f"worker {i} (pid {child.pid}) exited with code {code}; stopping the others")
+                failed = True
+                break
+            say(f"worker {i} (pid {child.pid}) exited with code {code}; starting a new one")
+            workers[i] = spawn(i)
+    if failed:
+        relay(signal.SIGTERM, None)
+    codes = [child.wait() for child, _started in workers]
+    # A worker still importing when the signal came dies of it (code -signum): that is a clean
+    # stop too. Any other code, or a kill by another signal, is not.
+    clean = {0, *(-signum for signum in stopping)}
+    return 0 if not failed and all(code in clean for code in codes) else 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -182,3 +182,71 @@ def test_redis_url_scheme_is_checked_with_the_config():
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "redis.url: must start with redis://" in proc.stderr and "Value error" not in proc.stderr
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+async def test_a_dead_worker_is_replaced_and_reported(
+    aiohttp_server, tmp_path, redis_url, redis_prefix, pg_dsn
+):
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"ok": 1})
+
+    app = web.Application()
+    app.router.add_get("/x", ok)
+    up = await aiohttp_server(app)
+    port = free_port()
+    shared = {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": pg_dsn,
+        "BEHAVIORGATE_HISTORY__KEY_PREFIX": redis_prefix,
+    }
+    proc = start_gateway(up.port, port, "--workers", "2", data_dir=str(tmp_path), env=shared)
+    try:
+        await wait_ready(port)
+        first = _children(proc.pid)
+        assert len(first) == 2
+        await asyncio.sleep(
+            11
+        )  # past the start-up grace: a death now is a crash, not a failed start
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = _children(proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            await asyncio.sleep(0.2)
+        assert len(now) == 2 and victim not in now and first - {victim} <= now
+        await wait_ready(port)
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/x") as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    lines = _stderr_lines(proc)
+    assert any(f"(pid {victim}) exited with code -9; starting a new one" in line for line in lines)
+    assert code == 0, lines  # the replacement served; the stop itself was clean
+
+
+def test_workers_that_cannot_start_stop_the_supervisor(tmp_path):
+    closed = free_port()
+    proc = start_gateway(
+        free_port(),
+        free_port(),
+        "--workers",
+        "2",
+        data_dir=str(tmp_path),
+        env={
+            "REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
+        },
+    )
+    assert _exit_code(proc) == 1
+    lines = _stderr_lines(proc)
+    assert sum("cannot start: redis:" in line for line in lines) >= 1
+    assert any("stopping the others" in line for line in lines)
+    assert not any("starting a new one" in line for line in lines)
