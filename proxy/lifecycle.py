@@ -51,7 +51,7 @@ from scoring.bundle import BundleError, ModelBundle
 from scoring.drift import compute_drift
 from scoring.ensemble import Scorer
 from scoring.features import FEATURE_NAMES, FEATURE_SET_VERSION
-from storage.store import Store
+from storage.store import Store, StoreUnavailable
 
 __all__ = [
     "LIFECYCLE",
@@ -268,6 +268,7 @@ class Lifecycle:
         self.last_job: Job | None = None
         self.last_error: str | None = None
         self._samples_have = 0
+        self._samples_at: float | None = None  # loop time of the last count
         self._last_drift: dict[str, Any] | None = None
         self._job_task: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -300,10 +301,20 @@ class Lifecycle:
 
     # -- training -----------------------------------------------------------------------------
 
+    async def refresh_samples(self, max_age: float = 60.0) -> None:
+        """Recount the learnable vectors for :meth:`status` when the cached count is older than
+        ``max_age`` seconds (only learning mode and training jobs count them otherwise)."""
+        last = self._samples_at
+        if last is not None and asyncio.get_running_loop().time() - last < max_age:
+            return
+        with contextlib.suppress(StoreUnavailable):
+            await self.count_samples()
+
     async def count_samples(self, now: datetime | None = None) -> int:
         """Learnable vectors in the training window (cached for :meth:`status`)."""
         now = now or self.clock()
         start = now - timedelta(days=self.settings.model.training.window_days)
+        self._samples_at = asyncio.get_running_loop().time()
         self._samples_have = await self.store.count_training_samples(
             start, now, feature_set_version=FEATURE_SET_VERSION
         )

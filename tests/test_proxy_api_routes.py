@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -733,3 +734,25 @@ async def test_retrain_accepts_202_runs_one_job_and_activates_a_version(gateway,
     assert status == 200 and len(active) == 1 and active[0]["sampleCount"] == 120
     assert models["activeVersion"] == active[0]["version"] == ended["version"]
     check_schema("/models", "GET", 200, models)
+
+
+async def test_status_samples_count_learnable_vectors_and_refresh_at_most_once_a_minute(api):
+    from proxy.lifecycle import LIFECYCLE
+
+    now = datetime.now(UTC)
+    unscored = dataclasses.replace(
+        record("u9", decision="ERROR", ts=now), features=np.zeros(0, np.float32)
+    )
+    recs = [record("u9", ts=now - timedelta(minutes=i)) for i in range(3)]
+    recs += [record("u9", decision="BLOCK", composite=0.97, ts=now), unscored]
+    await api.app[STORE].insert_predictions(recs)
+    lc = api.app[LIFECYCLE]
+    await lc.refresh_samples(max_age=0)
+    status, doc, _ = await api.call("GET", "/status", ALICE)
+    assert status == 200 and doc["samples"]["have"] == 3  # no BLOCK, no unscored row
+    await api.app[STORE].insert_predictions([record("u9", ts=now - timedelta(minutes=9))])
+    status, doc, _ = await api.call("GET", "/status", ALICE)
+    assert doc["samples"]["have"] == 3  # counted less than a minute ago: cached
+    await lc.refresh_samples(max_age=0)
+    status, doc, _ = await api.call("GET", "/status", ALICE)
+    assert doc["samples"]["have"] == 4

@@ -25,6 +25,8 @@ async def get_status(request: web.Request, _: Caller | None) -> dict[str, Any]:
     end = datetime.now(UTC) + timedelta(microseconds=1)
     perf = await deps.store(request).performance(end - timedelta(hours=24), end)
     lc = deps.lifecycle(request)
+    if lc is not None:
+        await lc.refresh_samples()  # at most once a minute per worker: a 30-day count is not free
     status: dict[str, Any] = lc.status() if lc is not None else {}
     drift = status.get("driftMetrics") or {}
     samples = status.get("samples")
