@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import signal
 import socket
@@ -331,7 +332,10 @@ async def bootstrap(opts: DemoOptions, settings: Settings, redis: Any, say: Say)
 
 
 async def start_upstream(port: int, jwt_secret: str) -> asyncio.subprocess.Process:
-    """The sample API as a child process; returns once it answers."""
+    """The sample API as a child process; returns once it answers.
+
+    The secret goes by environment: on the command line any local user could read it, and a
+    secret starting with '-' would be taken for an option (one random secret in 64)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -341,8 +345,7 @@ async def start_upstream(port: int, jwt_secret: str) -> asyncio.subprocess.Proce
         "127.0.0.1",
         "--port",
         str(port),
-        "--jwt-secret",
-        jwt_secret,
+        env={**os.environ, "BEHAVIORGATE_DEMO_JWT_SECRET": jwt_secret},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
+import aiohttp
+import jwt
 import pytest
 
 from proxy.cli import build_parser
-from proxy.demo import DemoOptions, expire_idle_sessions, format_report, run_demo
+from proxy.demo import (
+    DemoOptions,
+    expire_idle_sessions,
+    format_report,
+    free_port,
+    run_demo,
+    start_upstream,
+)
 from proxy.simulate import NORMAL, SCENARIOS, LiveResult, summarize
 from storage.redis_conn import create_redis
 
@@ -97,6 +107,31 @@ def _result(seq, label, attack_id, session, action=None, decision="ALLOW"):
         None,
         None if action else decision,
     )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+async def test_demo_upstream_gets_its_secret_off_the_command_line():
+    # token_urlsafe secrets start with '-' one time in 64: as an argument it read as an option
+    # and the sample API exited with a usage error (a flaky `make demo`).
+    secret = "-leading-dash-" + "x" * 24
+    port = free_port()
+    proc = await start_upstream(port, secret)
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert not any(secret.encode() in arg for arg in cmdline)
+        now = int(time.time())
+        claims = {"sub": "alice", "sid": "s1", "iat": now, "exp": now + 60}
+        good = jwt.encode(claims, secret, algorithm="HS256")
+        wrong = jwt.encode(claims, "x" * 38, algorithm="HS256")
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            for token, status in ((good, 200), (wrong, 401)):
+                headers = {"Authorization": f"Bearer {token}"}
+                async with http.get("/api/expenses", headers=headers) as resp:
+                    assert resp.status == status
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 def test_summary_counts_monitor_from_the_decision_header():
