@@ -163,11 +163,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_sample_upstream(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from proxy.sample_upstream import create_sample_upstream
+    from proxy.sample_upstream import DEFAULT_JWT_SECRET, JWT_SECRET_ENV, create_sample_upstream
 
+    secret = args.jwt_secret or os.environ.get(JWT_SECRET_ENV) or DEFAULT_JWT_SECRET
     _install_uvloop()
     web.run_app(
-        create_sample_upstream(jwt_secret=args.jwt_secret, latency_scale=args.latency_scale),
+        create_sample_upstream(jwt_secret=secret, latency_scale=args.latency_scale),
         host=args.host,
         port=args.port,
         access_log=None,
@@ -213,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--port", type=int, default=8000)
     sample.add_argument(
         "--jwt-secret",
-        default=os.environ.get(
-            "BEHAVIORGATE_DEMO_JWT_SECRET", "demo-secret-change-me-0123456789abcdef"
-        ),
+        help="token signing key (default: $BEHAVIORGATE_DEMO_JWT_SECRET, else the public demo key)",
     )
     sample.add_argument("--latency-scale", type=float, default=1.0)
     sample.set_defaults(func=cmd_sample_upstream)

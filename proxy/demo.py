@@ -47,6 +47,7 @@ from config.model import ModelSettings
 from config.settings import Settings
 from proxy.accesslog import DEFAULT_GAP_S, LogRecord, read_logs
 from proxy.offline import OfflinePass, OfflineSettings, featurize, train
+from proxy.sample_upstream import JWT_SECRET_ENV
 from proxy.simulate import (
     NORMAL,
     SCENARIOS,
@@ -345,7 +346,7 @@ async def start_upstream(port: int, jwt_secret: str) -> asyncio.subprocess.Proce
         "127.0.0.1",
         "--port",
         str(port),
-        env={**os.environ, "BEHAVIORGATE_DEMO_JWT_SECRET": jwt_secret},
+        env={**os.environ, JWT_SECRET_ENV: jwt_secret},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

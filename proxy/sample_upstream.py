@@ -18,6 +18,11 @@ import jwt
 import orjson
 from aiohttp import web
 
+#: The demo API's token signing key, public on purpose; a real deployment has its own API.
+DEFAULT_JWT_SECRET = "demo-secret-change-me-0123456789abcdef"  # noqa: S105
+#: Environment variable carrying the signing key (kept off the command line, where `ps` shows it).
+JWT_SECRET_ENV = "BEHAVIORGATE_DEMO_JWT_SECRET"  # noqa: S105
+
 USERS = {f"user{i}": "pass" for i in range(1, 201)} | {"admin": "admin"}
 ADMINS = frozenset({"admin"})
 
@@ -162,7 +167,7 @@ class SampleApi:
 
 
 def create_sample_upstream(
-    jwt_secret: str = "demo-secret-change-me-0123456789abcdef",  # noqa: S107 - the demo API's
+    jwt_secret: str = DEFAULT_JWT_SECRET,
     latency_scale: float = 1.0,
 ) -> web.Application:
     api = SampleApi(jwt_secret, latency_scale)
